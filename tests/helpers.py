@@ -38,6 +38,8 @@ def _decode(spec: Any, npz) -> Any:
         return arr.astype(spec["dtype"]) if "dtype" in spec and arr.dtype != spec["dtype"] else arr
     if isinstance(spec, dict) and "value" in spec:
         v, t = spec["value"], spec.get("python_type")
+        if isinstance(v, dict) and "npz_key" in v:  # an array stored once and referred to by key
+            return npz[v["npz_key"]]
         if t in _PY_TYPES:
             return _PY_TYPES[t](v) if v is not None else None
         if t and hasattr(np, t):  # numpy scalar such as float32

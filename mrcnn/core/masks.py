@@ -1,0 +1,172 @@
+"""Mask maths in numpy: overlaps, resizing to and from mini masks, pasting.
+
+Masks are ``[H, W, N]`` bool arrays (instances last), boxes are pixel
+``(y1, x1, y2, x2)`` with y2/x2 exclusive.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.ndimage
+
+from mrcnn.core.image import resize
+
+
+def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
+    """Pairwise mask IoU.
+
+    Args:
+        masks1: [H, W, N1], masks2: [H, W, N2] (bool, or float thresholded at 0.5).
+    Returns:
+        [N1, N2] float32 IoU; an all-zero [N1, N2] float64 matrix when either is empty.
+    """
+    if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
+        return np.zeros((masks1.shape[-1], masks2.shape[-1]))
+    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
+    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
+    area1 = np.sum(m1, axis=0)
+    area2 = np.sum(m2, axis=0)
+    inter = np.dot(m1.T, m2)
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union
+
+
+def resize_mask(mask: np.ndarray, scale: float, padding, crop: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Resize masks the way :func:`mrcnn.core.image.resize_image` resized their image.
+
+    Args:
+        mask: [H, W, N]; scale, padding, crop: as returned by ``resize_image``.
+    Returns:
+        The resized, padded or cropped masks (nearest neighbour, so still binary).
+    """
+    with warnings.catch_warnings():
+        # scipy warns about output shape rounding; the rounding is what Matterport relied on.
+        warnings.simplefilter("ignore")
+        mask = scipy.ndimage.zoom(mask, zoom=[scale, scale, 1], order=0)
+    if crop is not None:
+        y, x, h, w = crop
+        return mask[y:y + h, x:x + w]
+    return np.pad(mask, padding, mode="constant", constant_values=0)
+
+
+def minimize_mask(bbox: np.ndarray, mask: np.ndarray, mini_shape: Tuple[int, int]) -> np.ndarray:
+    """Crop each mask to its box and resize it to ``mini_shape`` (saves memory in training).
+
+    Args:
+        bbox: [N, 4] pixel boxes; mask: [H, W, N]; mini_shape: ``(h, w)``.
+    Returns:
+        [h, w, N] bool mini masks.
+    Raises:
+        ValueError: a box has zero area.
+    """
+    mini_mask = np.zeros(tuple(mini_shape) + (mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        m = mask[:, :, i].astype(bool)[y1:y2, x1:x2]
+        if m.size == 0:
+            raise ValueError(f"Invalid bounding box with area of zero for instance {i}: {bbox[i]}")
+        # float64 in, as skimage < 0.19 converted bool itself; keeps Matterport's results.
+        m = resize(m.astype(np.float64), mini_shape)
+        mini_mask[:, :, i] = np.around(m).astype(bool)
+    return mini_mask
+
+
+def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`minimize_mask`: paste mini masks back at their boxes.
+
+    Returns:
+        [image_shape[0], image_shape[1], N] bool masks.
+    """
+    mask = np.zeros(tuple(image_shape[:2]) + (mini_mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        m = resize(mini_mask[:, :, i].astype(np.float64), (y2 - y1, x2 - x1))
+        mask[y1:y2, x1:x2, i] = np.around(m).astype(bool)
+    return mask
+
+
+def mold_mask(mask, config):  # Matterport declares it and leaves it empty; kept for API parity.
+    raise NotImplementedError("mold_mask was never implemented in Matterport's mrcnn either")
+
+
+def unmold_mask(mask: np.ndarray, bbox: Sequence[int], image_shape: Sequence[int]) -> np.ndarray:
+    """Paste one predicted (soft) mask into a full image-sized bool mask.
+
+    Args:
+        mask: [h, w] float mask from the mask head (e.g. 28x28), values in [0, 1].
+        bbox: pixel box ``(y1, x1, y2, x2)`` in the image it is pasted into.
+        image_shape: ``(H, W[, C])``.
+    Returns:
+        [H, W] bool mask, thresholded at 0.5 after a bilinear resize to the box.
+    """
+    y1, x1, y2, x2 = bbox
+    m = resize(mask, (y2 - y1, x2 - x1))
+    full_mask = np.zeros(tuple(image_shape[:2]), dtype=bool)
+    full_mask[y1:y2, x1:x2] = m >= 0.5
+    return full_mask
+
+
+def unmold_masks(masks: np.ndarray, boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """Paste many soft masks at once; same result as :func:`unmold_mask` per instance.
+
+    Resizing with skimage per instance costs ~1 ms each; here each mask is resized with
+    one separable bilinear interpolation (two small matrix products) that reproduces
+    skimage's ``order=1`` resize with edge handling of ``mode="constant"`` inside the
+    mask support, which is what ``unmold_mask`` uses.
+
+    Args:
+        masks: [N, h, w] float masks in [0, 1].
+        boxes: [N, 4] int pixel boxes ``(y1, x1, y2, x2)`` in the target image.
+        image_shape: ``(H, W[, C])``.
+    Returns:
+        [H, W, N] bool masks.
+    """
+    H, W = int(image_shape[0]), int(image_shape[1])
+    n = masks.shape[0]
+    full = np.zeros((H, W, n), dtype=bool)
+    if n == 0:
+        return full
+    h, w = masks.shape[1:3]
+    for i in range(n):
+        y1, x1, y2, x2 = (int(v) for v in boxes[i])
+        bh, bw = y2 - y1, x2 - x1
+        if bh <= 0 or bw <= 0:
+            continue
+        m = _interp_matrix(bh, h) @ masks[i].astype(np.float64) @ _interp_matrix(bw, w).T
+        # Clip the paste region to the image: boxes from the network can leave it.
+        ys, xs = max(y1, 0), max(x1, 0)
+        ye, xe = min(y2, H), min(x2, W)
+        if ye <= ys or xe <= xs:
+            continue
+        full[ys:ye, xs:xe, i] = m[ys - y1:ye - y1, xs - x1:xe - x1] >= 0.5
+    return full
+
+
+_INTERP_CACHE: dict = {}
+
+
+def _interp_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """[out, in] matrix of 1-D bilinear weights with pixel-centre alignment.
+
+    Matches ``skimage.transform.resize(order=1, mode="constant", cval=0)`` along one axis:
+    output pixel i samples input coordinate ``(i + 0.5) * in / out - 0.5``; samples
+    outside ``[0, in - 1]`` blend with the constant 0 border.
+    """
+    key = (out_size, in_size)
+    mat = _INTERP_CACHE.get(key)
+    if mat is not None:
+        return mat
+    coords = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    lo = np.floor(coords).astype(np.int64)
+    frac = coords - lo
+    mat = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    for idx, wgt in ((lo, 1.0 - frac), (lo + 1, frac)):
+        valid = (idx >= 0) & (idx < in_size)
+        np.add.at(mat, (rows[valid], idx[valid]), wgt[valid])
+    if len(_INTERP_CACHE) > 4096:
+        _INTERP_CACHE.clear()
+    _INTERP_CACHE[key] = mat
+    return mat

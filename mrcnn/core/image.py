@@ -30,7 +30,7 @@ def resize(image: np.ndarray, output_shape, order: int = 1, mode: str = "constan
 
 
 def resize_image(image: np.ndarray, min_dim: Optional[int] = None, max_dim: Optional[int] = None,
-                 min_scale: Optional[float] = None, mode: str = "square"):
+                 min_scale: Optional[float] = None, mode: str = "square", rng=None):
     """Resize (and pad or crop) an image for the network.
 
     Args:
@@ -41,7 +41,7 @@ def resize_image(image: np.ndarray, min_dim: Optional[int] = None, max_dim: Opti
         mode: ``none`` (unchanged), ``square`` (scale + pad to max_dim × max_dim),
             ``pad64`` (scale + pad each side to a multiple of 64; min_dim must be a
             multiple of 64), ``crop`` (random min_dim × min_dim crop, for training;
-            draws from Python's ``random``).
+            draws from Python's ``random``, or from ``rng`` (a ``random.Random``) if given).
     Returns:
         image (same dtype as input; float results are truncated, not rounded),
         window ``(y1, x1, y2, x2)`` of the image inside the output, scale,
@@ -88,8 +88,9 @@ def resize_image(image: np.ndarray, min_dim: Optional[int] = None, max_dim: Opti
         window = (top, left, h + top, w + left)
     elif mode == "crop":
         h, w = image.shape[:2]
-        y = random.randint(0, (h - min_dim))
-        x = random.randint(0, (w - min_dim))
+        draw = (rng or random).randint
+        y = draw(0, (h - min_dim))
+        x = draw(0, (w - min_dim))
         crop = (y, x, min_dim, min_dim)
         image = image[y:y + min_dim, x:x + min_dim]
         window = (0, 0, min_dim, min_dim)

@@ -10,6 +10,7 @@ Only geometric augmenters may touch masks (a colour jitter must not change a mas
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any, Tuple
 
 import numpy as np
@@ -51,7 +52,11 @@ def is_albumentations(augmentation: Any) -> bool:
     return type(augmentation).__module__.startswith("albumentations")
 
 
-def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any) -> Tuple[np.ndarray, np.ndarray]:
+_IMGAUG_LOCK = threading.Lock()
+
+
+def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
+            seed: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """Apply ``augmentation`` to an image and its [H, W, N] masks.
 
     imgaug augmenters follow Matterport's rule (masks only see the geometric
@@ -59,7 +64,9 @@ def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any) -> Tuple[np.
     masks move together). albumentations pipelines get the masks as a list and apply
     their own geometric-only rule. Any other callable is called as
     ``augmentation(image=..., mask=...)`` and must return ``(image, mask)``.
-    Shapes must be preserved.
+    Shapes must be preserved. With ``seed`` an imgaug augmenter is re-seeded under a lock
+    first, so the result depends only on the seed even when several threads share it
+    (albumentations and callables draw from their own generators).
     """
     if is_albumentations(augmentation):
         out = augmentation(image=image, masks=[mask[:, :, i].astype(np.uint8) for i in range(mask.shape[-1])])
@@ -73,7 +80,12 @@ def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any) -> Tuple[np.
         def hook(images, augmenter, parents, default):
             return augmenter.__class__.__name__ in MASK_AUGMENTERS
 
-        det = augmentation.to_deterministic()
+        if seed is not None:
+            with _IMGAUG_LOCK:
+                augmentation.seed_(int(seed) % (2 ** 31))
+                det = augmentation.to_deterministic()
+        else:
+            det = augmentation.to_deterministic()
         new_image = det.augment_image(image)
         new_mask = det.augment_image(mask.astype(np.uint8), hooks=imgaug.HooksImages(activator=hook)).astype(bool)
     elif callable(augmentation):

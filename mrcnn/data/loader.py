@@ -22,7 +22,8 @@ logger = logging.getLogger("mrcnn.data")
 
 
 def load_image_gt(dataset, config, image_id: int, augment: bool = False, augmentation=None,
-                  use_mini_mask: Optional[bool] = None):
+                  use_mini_mask: Optional[bool] = None, rng: Optional[random.Random] = None,
+                  augment_seed: Optional[int] = None):
     """Load an image and its ground truth, resized for the network.
 
     Args:
@@ -32,6 +33,9 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
             :func:`mrcnn.data.augment.augment`).
         use_mini_mask: store masks as MINI_MASK_SHAPE crops of their boxes; ``None``
             means ``config.USE_MINI_MASK``.
+        rng: a ``random.Random`` for the ``crop`` mode and the ``augment`` flip (default:
+            Python's global ``random``, as Matterport); augment_seed: seeds imgaug for this
+            sample (the tf.data pipeline uses both to stay deterministic in parallel).
     Returns:
         image [H, W, 3] uint8, image_meta [12 + NUM_CLASSES], class_ids [N] int32,
         bbox [N, 4] int32 pixel boxes, mask [H, W, N] bool (or [h, w, N] mini masks).
@@ -53,16 +57,16 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
     original_shape = image.shape
     image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE, rng=rng)
     mask = resize_mask(mask, scale, padding, crop)
 
     if augment:
         logger.warning("'augment' is deprecated. Use 'augmentation' instead.")
-        if random.randint(0, 1):
+        if (rng or random).randint(0, 1):
             image = np.fliplr(image)
             mask = np.fliplr(mask)
     if augmentation:
-        image, mask = _augment(image, mask, augmentation)
+        image, mask = _augment(image, mask, augmentation, seed=augment_seed)
 
     # Crops and augmentation can leave instances without pixels.
     keep = np.sum(mask, axis=(0, 1)) > 0

@@ -15,18 +15,22 @@ from mrcnn.core.image import resize
 
 
 def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray,
-                      config) -> Tuple[np.ndarray, np.ndarray]:
+                      config, rng=None) -> Tuple[np.ndarray, np.ndarray]:
     """Label anchors positive/negative/neutral and compute deltas of the positives.
 
     Args:
         image_shape: ``(H, W, C)`` of the molded image (unused except for the API).
         anchors: [A, 4] pixel anchors; gt_class_ids: [N] int (negative = crowd);
         gt_boxes: [N, 4] pixel boxes; config: uses RPN_TRAIN_ANCHORS_PER_IMAGE, RPN_BBOX_STD_DEV.
+        rng: a ``np.random.RandomState`` for the subsampling; default the global ``np.random``
+            (Matterport's stream). The tf.data pipeline passes one per sample so parallel
+            workers stay deterministic.
     Returns:
         rpn_match: [A] int32 (1 positive, -1 negative, 0 neutral);
         rpn_bbox: [RPN_TRAIN_ANCHORS_PER_IMAGE, 4] deltas of the positive anchors in
         anchor order, divided by RPN_BBOX_STD_DEV, zero padded.
     """
+    rng = np.random if rng is None else rng
     n_anchors = anchors.shape[0]
     per_image = config.RPN_TRAIN_ANCHORS_PER_IMAGE
     rpn_match = np.zeros([n_anchors], dtype=np.int32)
@@ -63,11 +67,11 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
     ids = np.where(rpn_match == 1)[0]
     extra = len(ids) - (per_image // 2)
     if extra > 0:
-        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+        rpn_match[rng.choice(ids, extra, replace=False)] = 0
     ids = np.where(rpn_match == -1)[0]
     extra = len(ids) - (per_image - np.sum(rpn_match == 1))
     if extra > 0:
-        rpn_match[np.random.choice(ids, extra, replace=False)] = 0
+        rpn_match[rng.choice(ids, extra, replace=False)] = 0
 
     ids = np.where(rpn_match == 1)[0]
     if ids.size:

@@ -1,0 +1,133 @@
+"""``MaskRCNN.train``: Matterport's training semantics on Keras 3 ``fit`` and tf.data.
+
+Matterport behaviour kept: ``layers`` is a regex or a preset (``heads``, ``3+``, ``4+``,
+``5+``, ``all``); ``epochs`` is cumulative (training runs from ``model.epoch`` up to
+``epochs``, so ``train(..., epochs=40, layers="heads")`` then ``train(..., epochs=120,
+layers="all")`` continues); SGD with LEARNING_MOMENTUM and global-norm clipping at
+GRADIENT_CLIP_NORM; LOSS_WEIGHTS; TensorBoard logs and one checkpoint per epoch named
+``mask_rcnn_<name>_<epoch:04d>.h5`` in ``model.log_dir``.
+
+Added: ``resume=True`` continues the newest run of this config (``find_last``) with its
+epoch counter; checkpoints are written atomically; a NaN/inf loss stops the run with
+:class:`NaNLossError` naming the epoch, step and last good checkpoint; samples skipped by
+the pipeline are counted and reported; ``strategy=`` (or GPU_COUNT > 1) trains through
+``tf.distribute``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from mrcnn.data.pipeline import InputPipeline
+from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
+from mrcnn.engine.distribute import resolve_strategy
+
+logger = logging.getLogger("mrcnn.train")
+
+
+def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, layers: str,
+          augmentation=None, custom_callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+          no_augmentation_sources: Optional[Sequence[str]] = None, *, resume: bool = False,
+          seed: Optional[int] = None, strategy: Optional[tf.distribute.Strategy] = None,
+          steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
+          verbose: int = 1, tensorboard: bool = True) -> keras.callbacks.History:
+    """Train ``model`` (a training-mode :class:`mrcnn.model.MaskRCNN`).
+
+    Args:
+        train_dataset, val_dataset: prepared ``mrcnn.utils.Dataset`` objects (val may be None).
+        learning_rate: SGD learning rate. epochs: train until this epoch (cumulative).
+        layers: regex or preset naming the layers to train; the rest are frozen.
+        augmentation: imgaug augmenter, albumentations pipeline or callable.
+        custom_callbacks: extra Keras callbacks.
+        no_augmentation_sources: dataset sources that are never augmented.
+        resume: first load the newest checkpoint of this config under ``model_dir``.
+        seed: makes the input stream deterministic.
+        strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``.
+        steps_per_epoch, validation_steps: default STEPS_PER_EPOCH / VALIDATION_STEPS.
+    Returns:
+        The Keras ``History``.
+    Raises:
+        NaNLossError: the loss became NaN or infinite.
+    """
+    if model.mode != "training":
+        raise ValueError("Create the model in training mode: MaskRCNN(mode='training', ...)")
+    config = model.config
+    if resume:
+        _resume(model)
+    if epochs <= model.epoch:
+        logger.warning("Nothing to train: the model is at epoch %d and epochs=%d (epochs are cumulative)",
+                       model.epoch, epochs)
+
+    strategy = resolve_strategy(config, strategy)
+    if strategy is not None:
+        from mrcnn.engine.distribute import rebuild_in_scope
+        rebuild_in_scope(model, strategy)
+
+    train_pipe = InputPipeline(train_dataset, config, shuffle=True, augmentation=augmentation,
+                               no_augmentation_sources=no_augmentation_sources, seed=seed, name="train")
+    val_pipe = (InputPipeline(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1,
+                              name="validation") if val_dataset is not None else None)
+    train_ds = train_pipe.dataset_fn(first_epoch=model.epoch)
+    val_ds = val_pipe.dataset_fn() if val_pipe is not None else None
+
+    os.makedirs(model.log_dir, exist_ok=True)
+    steps = steps_per_epoch or config.STEPS_PER_EPOCH
+    guard = StopOnNaN(steps)
+    checkpoint = MatterportCheckpoint(model, model.checkpoint_path, guard=guard)
+    callbacks = [guard, checkpoint, SkipReport(train_pipe, val_pipe)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=model.log_dir, histogram_freq=0,
+                                                     write_graph=False, write_images=False))
+    callbacks += list(custom_callbacks or [])
+
+    if verbose:
+        print(f"\nStarting at epoch {model.epoch}. LR={learning_rate}\n")
+        print(f"Checkpoint Path: {model.checkpoint_path}")
+    scope = strategy.scope() if strategy is not None else _null_scope()
+    with scope:
+        model.set_trainable(layers, verbose=1 if verbose > 1 else 0)
+        model.compile(learning_rate, config.LEARNING_MOMENTUM)
+
+    history = model.keras_model.fit(
+        train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
+        callbacks=callbacks, validation_data=val_ds,
+        validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
+        verbose=verbose)
+    if guard.bad_step is not None:
+        last = checkpoint.last_saved or _last_checkpoint(model)
+        raise NaNLossError(
+            f"Training stopped: the loss became {guard.bad_logs.get('loss')} at epoch {guard.bad_epoch}, "
+            f"step {guard.bad_step} (losses: {guard.bad_logs}). Last good checkpoint: "
+            f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
+    model.epoch = max(model.epoch, epochs)
+    return history
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _last_checkpoint(model) -> Optional[str]:
+    try:
+        return model.find_last()
+    except FileNotFoundError:
+        return None
+
+
+def _resume(model) -> None:
+    """Load the newest checkpoint of this config and restore its log dir and epoch."""
+    try:
+        path = model.find_last()
+    except FileNotFoundError:
+        logger.info("resume=True but no checkpoint under %s yet: starting fresh", model.model_dir)
+        return
+    model.load_weights(path, by_name=True)
+    logger.info("Resumed from %s at epoch %d", path, model.epoch)

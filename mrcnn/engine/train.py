@@ -96,7 +96,7 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
         callbacks=callbacks, validation_data=val_ds,
         validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
-        verbose=verbose)
+        verbose=verbose, shuffle=False)
     if guard.bad_step is not None:
         last = checkpoint.last_saved or _last_checkpoint(model)
         raise NaNLossError(

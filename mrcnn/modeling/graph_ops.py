@@ -1,0 +1,283 @@
+"""TensorFlow box maths used inside the Mask R-CNN graph.
+
+Conventions: boxes are ``(y1, x1, y2, x2)``. Inside the graph they are
+normalised (``(0, 0, 1, 1)`` is the whole image, see :func:`norm_boxes_graph`);
+pixel boxes have ``y2, x2`` exclusive. Deltas are ``(dy, dx, log(dh), log(dw))``
+relative to the box size, before any division by a BBOX_STD_DEV.
+
+Every function reproduces Matterport's ``model.py`` / ``utils.py`` graph
+function of the same name bit for bit on the TF backend: the arithmetic is the
+same sequence of float32 operations, only written with broadcasting so that a
+leading batch dimension is accepted where Matterport took one box list.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph", "box_refinement_graph",
+    "norm_boxes_graph", "denorm_boxes_graph", "trim_zeros_graph", "batch_pack_graph", "batch_slice",
+    "log2_graph",
+    "parse_image_meta_graph", "config_value",
+]
+
+TensorLike = Union[tf.Tensor, np.ndarray, Sequence[float]]
+
+
+def config_value(config: Any, attr: str, value: Any) -> Any:
+    """An explicit layer argument, or else ``config.<attr>``.
+
+    Layers accept either a :class:`mrcnn.config.Config` or the few plain values
+    they need (so that ``get_config`` round-trips without the Config object).
+    """
+    if value is not None:
+        return value
+    if config is None or not hasattr(config, attr):
+        raise ValueError(f"missing value for {attr}: pass a config that has {attr} "
+                         f"or give {attr.lower()}=... explicitly")
+    return getattr(config, attr)
+
+
+def _rounded(x: tf.Tensor) -> tf.Tensor:
+    """``x`` as an op grappler cannot fold into the next add or divide.
+
+    Inside ``tf.function`` with static shapes, grappler's arithmetic optimiser
+    reassociates ``(a + b) + c``, which moves results by 1 ulp from Matterport's
+    (and from eager mode). EnsureShape is opaque to it and costs nothing.
+    """
+    return tf.ensure_shape(x, x.shape)
+
+
+def _unstack4(boxes: tf.Tensor) -> List[tf.Tensor]:
+    """The four coordinate columns of ``[..., 4]`` boxes, each ``[...]``."""
+    return [boxes[..., i] for i in range(4)]
+
+
+def apply_box_deltas_graph(boxes: TensorLike, deltas: TensorLike) -> tf.Tensor:
+    """Shift and scale boxes by deltas.
+
+    Args:
+        boxes: ``[..., 4]`` ``(y1, x1, y2, x2)``, any coordinate frame.
+        deltas: ``[..., 4]`` ``(dy, dx, log(dh), log(dw))`` already multiplied
+            by the std-dev the network was trained with.
+
+    Returns:
+        ``[..., 4]`` refined boxes in the frame of ``boxes``.
+    """
+    boxes = tf.convert_to_tensor(boxes)
+    deltas = tf.convert_to_tensor(deltas, dtype=boxes.dtype)
+    y1, x1, y2, x2 = _unstack4(boxes)
+    dy, dx, dh, dw = _unstack4(deltas)
+    height = y2 - y1
+    width = x2 - x1
+    center_y = _rounded(y1 + 0.5 * height)
+    center_x = _rounded(x1 + 0.5 * width)
+    center_y += dy * height
+    center_x += dx * width
+    height *= tf.exp(dh)
+    width *= tf.exp(dw)
+    # y2 is derived from the new y1 (not centre + h/2) to keep Matterport's rounding.
+    new_y1 = center_y - 0.5 * height
+    new_x1 = center_x - 0.5 * width
+    return tf.stack([new_y1, new_x1, new_y1 + height, new_x1 + width], axis=-1)
+
+
+def clip_boxes_graph(boxes: TensorLike, window: TensorLike) -> tf.Tensor:
+    """Clip boxes to a window.
+
+    Args:
+        boxes: ``[..., 4]`` boxes.
+        window: ``[4]`` ``(wy1, wx1, wy2, wx2)`` in the same frame, or
+            ``[..., 4]`` broadcastable against ``boxes`` (one window per image).
+
+    Returns:
+        ``[..., 4]`` boxes with every coordinate inside the window.
+    """
+    boxes = tf.convert_to_tensor(boxes)
+    window = tf.convert_to_tensor(window, dtype=boxes.dtype)
+    low = tf.stack([window[..., 0], window[..., 1], window[..., 0], window[..., 1]], axis=-1)
+    high = tf.stack([window[..., 2], window[..., 3], window[..., 2], window[..., 3]], axis=-1)
+    return tf.maximum(tf.minimum(boxes, high), low)
+
+
+def overlaps_graph(boxes1: TensorLike, boxes2: TensorLike) -> tf.Tensor:
+    """IoU between every box of ``boxes1`` and every box of ``boxes2``.
+
+    Args:
+        boxes1: ``[..., N, 4]``.
+        boxes2: ``[..., M, 4]`` (same leading dimensions as ``boxes1``).
+
+    Returns:
+        ``[..., N, M]`` IoU. Degenerate pairs (zero union) give NaN, as in
+        Matterport; callers mask padded boxes before using the result.
+    """
+    b1 = tf.expand_dims(tf.convert_to_tensor(boxes1), -2)  # [..., N, 1, 4]
+    b2 = tf.expand_dims(tf.convert_to_tensor(boxes2), -3)  # [..., 1, M, 4]
+    b1_y1, b1_x1, b1_y2, b1_x2 = _unstack4(b1)
+    b2_y1, b2_x1, b2_y2, b2_x2 = _unstack4(b2)
+    y1 = tf.maximum(b1_y1, b2_y1)
+    x1 = tf.maximum(b1_x1, b2_x1)
+    y2 = tf.minimum(b1_y2, b2_y2)
+    x2 = tf.minimum(b1_x2, b2_x2)
+    intersection = tf.maximum(x2 - x1, 0) * tf.maximum(y2 - y1, 0)
+    b1_area = (b1_y2 - b1_y1) * (b1_x2 - b1_x1)
+    b2_area = (b2_y2 - b2_y1) * (b2_x2 - b2_x1)
+    union = b1_area + b2_area - intersection
+    return intersection / union
+
+
+def box_refinement_graph(box: TensorLike, gt_box: TensorLike) -> tf.Tensor:
+    """Deltas that turn ``box`` into ``gt_box`` (inverse of apply_box_deltas).
+
+    Args:
+        box, gt_box: ``[..., 4]`` boxes in the same frame; cast to float32.
+
+    Returns:
+        ``[..., 4]`` float32 ``(dy, dx, log(dh), log(dw))`` (not divided by a std-dev).
+    """
+    box = tf.cast(box, tf.float32)
+    gt_box = tf.cast(gt_box, tf.float32)
+    y1, x1, y2, x2 = _unstack4(box)
+    gy1, gx1, gy2, gx2 = _unstack4(gt_box)
+    height = y2 - y1
+    width = x2 - x1
+    center_y = y1 + 0.5 * height
+    center_x = x1 + 0.5 * width
+    gt_height = gy2 - gy1
+    gt_width = gx2 - gx1
+    gt_center_y = gy1 + 0.5 * gt_height
+    gt_center_x = gx1 + 0.5 * gt_width
+    dy = (gt_center_y - center_y) / height
+    dx = (gt_center_x - center_x) / width
+    dh = tf.math.log(gt_height / height)
+    dw = tf.math.log(gt_width / width)
+    return tf.stack([dy, dx, dh, dw], axis=-1)
+
+
+def _box_scale(shape: TensorLike) -> tf.Tensor:
+    """``[h-1, w-1, h-1, w-1]`` float32 from an ``(h, w)`` shape (also batched ``[..., 2]``)."""
+    shape = tf.cast(shape, tf.float32)
+    h, w = shape[..., 0:1], shape[..., 1:2]
+    return tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)
+
+
+_PIXEL_SHIFT = (0.0, 0.0, 1.0, 1.0)
+
+
+def norm_boxes_graph(boxes: TensorLike, shape: TensorLike) -> tf.Tensor:
+    """Pixel boxes to normalised boxes.
+
+    Args:
+        boxes: ``[..., 4]`` pixel boxes, y2/x2 exclusive.
+        shape: ``(height, width)`` of the image the boxes are in.
+
+    Returns:
+        ``[..., 4]`` float32 normalised boxes; pixel ``(0, 0, h, w)`` maps to
+        ``(0, 0, 1, 1)``.
+
+    Inside ``tf.function`` a Python-constant ``shape`` lets grappler turn the
+    division into a reciprocal multiply (1 ulp off Matterport); the model
+    passes the shape as a tensor, which keeps the exact division.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    return tf.divide(boxes - tf.constant(_PIXEL_SHIFT), _box_scale(shape))
+
+
+def denorm_boxes_graph(boxes: TensorLike, shape: TensorLike) -> tf.Tensor:
+    """Normalised boxes to int32 pixel boxes (y2/x2 exclusive), rounding to nearest."""
+    boxes = tf.cast(boxes, tf.float32)
+    pixels = tf.multiply(boxes, _box_scale(shape)) + tf.constant(_PIXEL_SHIFT)
+    return tf.cast(tf.round(pixels), tf.int32)
+
+
+def trim_zeros_graph(boxes: TensorLike, name: str = "trim_zeros") -> Tuple[tf.Tensor, tf.Tensor]:
+    """Drop all-zero rows (padding) from ``[N, 4]`` boxes.
+
+    Returns:
+        ``(boxes [M, 4], non_zeros [N] bool)`` where ``non_zeros`` marks kept rows.
+    """
+    boxes = tf.convert_to_tensor(boxes)
+    non_zeros = tf.cast(tf.reduce_sum(tf.abs(boxes), axis=1), tf.bool)
+    return tf.boolean_mask(boxes, non_zeros, name=name), non_zeros
+
+
+def batch_pack_graph(x: TensorLike, counts: TensorLike, num_rows: int) -> tf.Tensor:
+    """Concatenate the first ``counts[i]`` entries of row ``i`` for rows ``0..num_rows-1``.
+
+    Args:
+        x: ``[B, K, ...]`` per-image entries packed at the top of each row.
+        counts: ``[B]`` int, how many leading entries of each row are real.
+        num_rows: rows to take (Matterport passed IMAGES_PER_GPU).
+
+    Returns:
+        ``[sum(counts[:num_rows]), ...]`` in row-major order.
+    """
+    x = tf.convert_to_tensor(x)[:num_rows]
+    counts = tf.convert_to_tensor(counts)[:num_rows]
+    keep = tf.range(tf.shape(x)[1])[tf.newaxis, :] < tf.cast(counts, tf.int32)[:, tf.newaxis]
+    return tf.boolean_mask(x, keep)
+
+
+def batch_slice(inputs: Union[tf.Tensor, List[tf.Tensor]], graph_fn: Callable, batch_size: int,
+                names: Optional[List[str]] = None):
+    """Run ``graph_fn`` on each batch item and stack the results (Matterport's helper).
+
+    The layers of this package use batched ops instead; this stays for user
+    code written against Matterport's API. ``batch_size`` must be a Python int
+    because the loop is unrolled into the graph.
+
+    Args:
+        inputs: a tensor or list of tensors with batch as the first dimension.
+        graph_fn: called with one slice of each input; returns a tensor or a
+            list/tuple of tensors of the same shape for every item.
+        batch_size: number of items to slice.
+        names: optional names of the stacked outputs.
+
+    Returns:
+        One stacked tensor, or a list of them if ``graph_fn`` returns several.
+    """
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    per_item = []
+    for i in range(batch_size):
+        out = graph_fn(*[x[i] for x in inputs])
+        per_item.append(list(out) if isinstance(out, (tuple, list)) else [out])
+    grouped = list(zip(*per_item))
+    names = names if names is not None else [None] * len(grouped)
+    result = [tf.stack(o, axis=0, name=n) for o, n in zip(grouped, names)]
+    return result[0] if len(result) == 1 else result
+
+
+def log2_graph(x: TensorLike) -> tf.Tensor:
+    """Base-2 logarithm as ``log(x) / log(2)`` (the same rounding as Matterport)."""
+    x = tf.convert_to_tensor(x)
+    return tf.math.log(x) / tf.math.log(tf.constant(2.0, dtype=x.dtype))
+
+
+def parse_image_meta_graph(meta: TensorLike) -> Dict[str, tf.Tensor]:
+    """Split a batch of image meta vectors into their fields.
+
+    Layout (see ``mrcnn.core.image.compose_image_meta``): ``image_id(1),
+    original_image_shape(3), image_shape(3), window(4; pixels y1, x1, y2, x2 in
+    the molded image), scale(1), active_class_ids(NUM_CLASSES)``.
+
+    Args:
+        meta: ``[B, 12 + NUM_CLASSES]``.
+
+    Returns:
+        dict of ``image_id [B]``, ``original_image_shape [B, 3]``,
+        ``image_shape [B, 3]``, ``window [B, 4]``, ``scale [B]``,
+        ``active_class_ids [B, NUM_CLASSES]``, all in ``meta``'s dtype.
+    """
+    meta = tf.convert_to_tensor(meta)
+    return {
+        "image_id": meta[:, 0],
+        "original_image_shape": meta[:, 1:4],
+        "image_shape": meta[:, 4:7],
+        "window": meta[:, 7:11],
+        "scale": meta[:, 11],
+        "active_class_ids": meta[:, 12:],
+    }

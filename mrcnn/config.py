@@ -86,6 +86,11 @@ class Config(object):
         "mrcnn_mask_loss": 1.,
     }
     USE_RPN_ROIS = True
+    # Not in Matterport. In training, run the mask head only on the rows that can hold
+    # positive ROIs (the first int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)); the mask
+    # loss and its gradients are unchanged, the step is much cheaper. False runs it on
+    # every ROI as Matterport did (the training-mode mrcnn_mask output then has all rows).
+    MASK_HEAD_POSITIVES_ONLY = True
     TRAIN_BN = False  # Defaulting to False since batch size is often small
     GRADIENT_CLIP_NORM = 5.0
 

@@ -1,0 +1,763 @@
+"""The Mask R-CNN model: Matterport's ``MaskRCNN`` class on Keras 3.
+
+``MaskRCNN(mode, config, model_dir)`` builds a functional Keras graph whose
+layers keep Matterport's names (``input_image``, ``res4f_out``, ``fpn_p2``,
+``rpn_model``, ``ROI``, ``proposal_targets``, ``mrcnn_detection``,
+``mrcnn_mask``, the loss layers, ...), so weights load by name and
+``keras_model.get_layer(...)`` works as in the notebooks.
+
+Coordinates: the network works on normalised boxes ``(y1, x1, y2, x2)``
+(``(0, 0, 1, 1)`` is the molded image); ``detect`` returns pixel boxes of the
+original image with y2/x2 exclusive.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers as KL
+
+from mrcnn.config import LOSS_NAMES
+from mrcnn.core.anchors import get_anchors as _get_norm_anchors
+from mrcnn.core.anchors import get_pixel_anchors
+from mrcnn.core.boxes import denorm_boxes, norm_boxes
+from mrcnn.core.image import compose_image_meta, mold_image, resize_image
+from mrcnn.core.masks import unmold_masks
+
+from . import weights as _weights
+from .backbone import build_backbone
+from .detection import DetectionLayer
+from .graph_ops import norm_boxes_graph, parse_image_meta_graph
+from .heads import build_fpn_mask_graph, fpn_classifier_graph
+from .losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph, mrcnn_mask_loss_graph,
+                     rpn_bbox_loss_graph, rpn_class_loss_graph)
+from .proposal import ProposalLayer
+from .rpn import build_rpn_model, rpn_outputs
+
+__all__ = ["MaskRCNN", "MaskRCNNTrainingModel", "LAYER_REGEX", "INFERENCE_OUTPUTS",
+           "TRAINING_OUTPUTS", "ImageInputError"]
+
+logger = logging.getLogger("mrcnn.model")
+
+# Matterport's presets for ``train(layers=...)``.
+LAYER_REGEX = {
+    "heads": r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "5+": r"(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "all": ".*",
+}
+
+INFERENCE_OUTPUTS = ["mrcnn_detection", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask", "ROI",
+                     "rpn_class", "rpn_bbox"]
+TRAINING_OUTPUTS = ["rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logits",
+                    "mrcnn_class", "mrcnn_bbox", "mrcnn_mask", "ROI", "output_rois"] + list(LOSS_NAMES)
+
+
+class ImageInputError(ValueError):
+    """An image given to ``detect``/``mold_inputs`` cannot be processed."""
+
+
+# ----------------------------------------------------------------------------
+# Small graph layers
+# ----------------------------------------------------------------------------
+class AnchorsLayer(KL.Layer):
+    """Constant anchors ``[A, 4]`` broadcast to the batch of its input.
+
+    Replaces Matterport's ``Lambda(lambda x: tf.Variable(anchors))``: the
+    anchors are a constant of the graph, so they get no gradient, no weight
+    decay and no entry in weight files.
+    """
+
+    def __init__(self, anchors: np.ndarray, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.anchors = np.asarray(anchors, dtype=np.float32)
+
+    def call(self, image):
+        anchors = tf.constant(self.anchors)
+        return tf.broadcast_to(anchors[tf.newaxis], [tf.shape(image)[0]] + list(self.anchors.shape))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.anchors.shape
+
+
+class NormBoxesLayer(KL.Layer):
+    """Pixel boxes ``[B, N, 4]`` to normalised ones, using the image tensor's size."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        boxes, image = inputs
+        return norm_boxes_graph(tf.cast(boxes, tf.float32), tf.shape(image)[1:3])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+class MetaField(KL.Layer):
+    """One field of the image-meta vector (``parse_image_meta_graph``)."""
+
+    def __init__(self, field: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.field = field
+
+    def call(self, meta):
+        return parse_image_meta_graph(meta)[self.field]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "field": self.field}
+
+
+class DetectionBoxes(KL.Layer):
+    """``[B, N, 6]`` detections → ``[B, n, 4]`` normalised boxes of the real ones.
+
+    Detections are zero-padded at the end; ``n`` is the largest number of real
+    detections in the batch (at least 1), so the mask head, the costliest
+    head, only runs on boxes that will be used.
+    """
+
+    def call(self, detections):
+        real = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
+        n = tf.maximum(tf.reduce_max(real), 1)
+        return detections[:, :n, :4]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, 4)
+
+
+class PadRows(KL.Layer):
+    """Zero-pad axis 1 of ``[B, n, ...]`` to ``rows``."""
+
+    def __init__(self, rows: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows = int(rows)
+
+    def call(self, x):
+        pad = [[0, 0], [0, self.rows - tf.shape(x)[1]]] + [[0, 0]] * (len(x.shape) - 2)
+        out = tf.pad(x, pad)
+        return tf.ensure_shape(out, [None, self.rows] + list(x.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rows": self.rows}
+
+
+class Identity(KL.Layer):
+    """Pass-through with a name (Matterport's ``output_rois``)."""
+
+    def call(self, x):
+        return tf.identity(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class LossLayer(KL.Layer):
+    """Computes one named loss as a scalar output of the training graph."""
+
+    def __init__(self, loss_fn, config=None, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.loss_fn = loss_fn
+        self.loss_config = config
+
+    def call(self, inputs):
+        if self.loss_config is not None:
+            return self.loss_fn(self.loss_config, *inputs)
+        return self.loss_fn(*inputs)
+
+    def compute_output_shape(self, input_shape):
+        return ()
+
+
+# ----------------------------------------------------------------------------
+# Training model
+# ----------------------------------------------------------------------------
+class MaskRCNNTrainingModel(keras.Model):
+    """Functional training graph whose loss is the sum of its loss outputs.
+
+    Keras 3 has no ``Functional.add_loss``; the five losses are outputs of the
+    graph and :meth:`compute_loss` weights them with LOSS_WEIGHTS, adds
+    Matterport's L2 weight decay and updates one ``Mean`` tracker per loss, so
+    ``fit`` reports ``rpn_class_loss`` ... ``mrcnn_mask_loss`` beside ``loss``.
+    """
+
+    def __init__(self, inputs, outputs, mrcnn_config=None, name: str = "mask_rcnn",
+                 **kwargs: Any) -> None:
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.mrcnn_config = mrcnn_config
+        self.loss_trackers = [keras.metrics.Mean(name=n) for n in LOSS_NAMES]
+
+    def loss_terms(self, y_pred) -> Dict[str, tf.Tensor]:
+        """The weighted losses by name (the last five outputs)."""
+        weights = getattr(self.mrcnn_config, "LOSS_WEIGHTS", {}) or {}
+        values = list(y_pred)[-len(LOSS_NAMES):]
+        return {name: tf.reduce_mean(tf.cast(v, tf.float32)) * float(weights.get(name, 1.0))
+                for name, v in zip(LOSS_NAMES, values)}
+
+    def weight_decay(self) -> tf.Tensor:
+        """Matterport's L2 term: ``WEIGHT_DECAY * sum(w**2) / size(w)`` per trainable
+        weight, skipping BatchNorm gamma and beta (so kernels and biases decay)."""
+        decay = float(getattr(self.mrcnn_config, "WEIGHT_DECAY", 0.0) or 0.0)
+        terms = [decay * tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) / float(np.prod(w.shape))
+                 for w in self.trainable_weights
+                 if w.name not in ("gamma", "beta")]
+        return tf.add_n(terms) if terms else tf.constant(0.0)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        terms = self.loss_terms(y_pred)
+        for tracker, name in zip(self.loss_trackers, LOSS_NAMES):
+            tracker.update_state(terms[name])
+        total = tf.add_n(list(terms.values())) + self.weight_decay()
+        if self.losses:
+            total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+        # Under tf.distribute Keras sums the replicas' gradients and un-scales
+        # the reported loss, so each replica returns its share.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            total = total / float(replicas)
+        return total
+
+    @property
+    def metrics(self):
+        found = super().metrics
+        return found + [t for t in self.loss_trackers if all(t is not m for m in found)]
+
+
+# ----------------------------------------------------------------------------
+# MaskRCNN
+# ----------------------------------------------------------------------------
+class MaskRCNN(object):
+    """Matterport's model wrapper: build, load weights, train, detect.
+
+    Attributes kept from Matterport: ``keras_model``, ``mode``, ``config``,
+    ``model_dir``, ``epoch``, ``log_dir``, ``checkpoint_path`` and, after
+    :meth:`get_anchors`, ``anchors`` (pixel anchors of the last shape asked).
+    """
+
+    def __init__(self, mode: str, config, model_dir: str) -> None:
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+        self.mode = mode
+        self.config = config
+        self.model_dir = model_dir
+        self.set_log_dir()
+        self._lock = threading.RLock()
+        self._anchor_cache: Dict[tuple, np.ndarray] = {}
+        self._predict_fn = None
+        self.keras_model = self.build(mode=mode, config=config)
+
+    # ------------------------------------------------------------------
+    # Graph
+    # ------------------------------------------------------------------
+    def build(self, mode: str, config) -> keras.Model:
+        """Build the Keras graph for ``mode`` (see module docstring for names).
+
+        Inference outputs (Matterport's order): ``detections [B, MAX_INST, 6]``
+        (normalised y1, x1, y2, x2, class_id, score), ``mrcnn_class``,
+        ``mrcnn_bbox``, ``mrcnn_mask``, ``rpn_rois``, ``rpn_class``, ``rpn_bbox``.
+        Training outputs: see :data:`TRAINING_OUTPUTS`.
+        """
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+        h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
+        if h / 2 ** 6 != int(h / 2 ** 6) or w / 2 ** 6 != int(w / 2 ** 6):
+            raise ValueError("Image size must be dividable by 2 at least 6 times to avoid "
+                             "fractions when downscaling and upscaling. For example, use 256, "
+                             f"320, 384, 448, 512, ... (got {h}x{w})")
+        input_image = KL.Input(shape=[None, None, config.IMAGE_CHANNEL_COUNT], name="input_image")
+        input_image_meta = KL.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
+        if mode == "training":
+            return self._build_training(config, input_image, input_image_meta)
+        return self._build_inference(config, input_image, input_image_meta)
+
+    @staticmethod
+    def _rpn(config, feature_maps):
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
+                              config.TOP_DOWN_PYRAMID_SIZE)
+        return rpn_outputs(rpn, feature_maps)
+
+    def _build_inference(self, config, input_image, input_image_meta) -> keras.Model:
+        input_anchors = KL.Input(shape=[None, 4], name="input_anchors")
+        # Frozen BN at inference whatever TRAIN_BN says (Matterport would use
+        # batch statistics with TRAIN_BN=True, which is never wanted here).
+        train_bn = False
+        p2, p3, p4, p5, p6 = build_backbone(input_image, config, train_bn=train_bn)
+        mrcnn_feature_maps = [p2, p3, p4, p5]
+        rpn_class_logits, rpn_class, rpn_bbox = self._rpn(config, [p2, p3, p4, p5, p6])
+        rpn_rois = ProposalLayer(proposal_count=config.POST_NMS_ROIS_INFERENCE,
+                                 nms_threshold=config.RPN_NMS_THRESHOLD, name="ROI",
+                                 config=config)([rpn_class, rpn_bbox, input_anchors])
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            train_bn=train_bn, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+        detections = DetectionLayer(config, name="mrcnn_detection")(
+            [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
+        detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
+        mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
+                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
+                                          train_bn=train_bn)
+        # Back to DETECTION_MAX_INSTANCES rows (zeros for the padding detections).
+        mrcnn_mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_rows")(mrcnn_mask)
+        return keras.Model([input_image, input_image_meta, input_anchors],
+                           [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
+                            rpn_class, rpn_bbox], name="mask_rcnn")
+
+    def _build_training(self, config, input_image, input_image_meta) -> keras.Model:
+        from .detection_targets import DetectionTargetLayer
+        train_bn = config.TRAIN_BN
+        input_rpn_match = KL.Input(shape=[None, 1], name="input_rpn_match", dtype="int32")
+        input_rpn_bbox = KL.Input(shape=[None, 4], name="input_rpn_bbox", dtype="float32")
+        input_gt_class_ids = KL.Input(shape=[None], name="input_gt_class_ids", dtype="int32")
+        input_gt_boxes = KL.Input(shape=[None, 4], name="input_gt_boxes", dtype="float32")
+        gt_boxes = NormBoxesLayer(name="norm_gt_boxes")([input_gt_boxes, input_image])
+        if config.USE_MINI_MASK:
+            mask_shape = [config.MINI_MASK_SHAPE[0], config.MINI_MASK_SHAPE[1], None]
+        else:
+            mask_shape = [int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1]), None]
+        input_gt_masks = KL.Input(shape=mask_shape, name="input_gt_masks", dtype="bool")
+
+        p2, p3, p4, p5, p6 = build_backbone(input_image, config, train_bn=train_bn)
+        mrcnn_feature_maps = [p2, p3, p4, p5]
+        rpn_class_logits, rpn_class, rpn_bbox = self._rpn(config, [p2, p3, p4, p5, p6])
+        anchors = AnchorsLayer(self.get_anchors(config.IMAGE_SHAPE), name="anchors")(input_image)
+        rpn_rois = ProposalLayer(proposal_count=config.POST_NMS_ROIS_TRAINING,
+                                 nms_threshold=config.RPN_NMS_THRESHOLD, name="ROI",
+                                 config=config)([rpn_class, rpn_bbox, anchors])
+        active_class_ids = MetaField("active_class_ids", name="active_class_ids")(input_image_meta)
+        inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
+                  input_gt_class_ids, input_gt_boxes, input_gt_masks]
+        if config.USE_RPN_ROIS:
+            target_rois = rpn_rois
+        else:
+            input_rois = KL.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi",
+                                  dtype="int32")
+            inputs.append(input_rois)
+            target_rois = NormBoxesLayer(name="norm_input_roi")([input_rois, input_image])
+
+        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+            config, name="proposal_targets")([target_rois, input_gt_class_ids, gt_boxes,
+                                              input_gt_masks])
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            train_bn=train_bn, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+        mask_rois, mask_targets, mask_class_ids = rois, target_mask, target_class_ids
+        if getattr(config, "MASK_HEAD_POSITIVES_ONLY", False):
+            from .sampling import FirstRows, positive_roi_count
+            mask_rois, mask_targets, mask_class_ids = FirstRows(
+                positive_roi_count(config), name="positive_rois")([rois, target_mask, target_class_ids])
+        mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
+                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
+                                          train_bn=train_bn)
+        output_rois = Identity(name="output_rois")(rois)
+
+        rpn_class_loss = LossLayer(rpn_class_loss_graph, name="rpn_class_loss")(
+            [input_rpn_match, rpn_class_logits])
+        rpn_bbox_loss = LossLayer(rpn_bbox_loss_graph, config=config, name="rpn_bbox_loss")(
+            [input_rpn_bbox, input_rpn_match, rpn_bbox])
+        class_loss = LossLayer(mrcnn_class_loss_graph, name="mrcnn_class_loss")(
+            [target_class_ids, mrcnn_class_logits, active_class_ids])
+        bbox_loss = LossLayer(mrcnn_bbox_loss_graph, name="mrcnn_bbox_loss")(
+            [target_bbox, target_class_ids, mrcnn_bbox])
+        mask_loss = LossLayer(mrcnn_mask_loss_graph, name="mrcnn_mask_loss")(
+            [mask_targets, mask_class_ids, mrcnn_mask])
+        outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
+                   mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois, rpn_class_loss, rpn_bbox_loss,
+                   class_loss, bbox_loss, mask_loss]
+        return MaskRCNNTrainingModel(inputs, outputs, mrcnn_config=config, name="mask_rcnn")
+
+    # ------------------------------------------------------------------
+    # Weights and checkpoints
+    # ------------------------------------------------------------------
+    def find_last(self) -> str:
+        """Path of the newest checkpoint of the newest log dir of this config.
+
+        Raises:
+            FileNotFoundError: no log dir or no checkpoint in it.
+        """
+        key = self.config.NAME.lower()
+        dir_names = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir)
+                                       else []) if d.startswith(key))
+        if not dir_names:
+            raise FileNotFoundError(
+                f"Could not find model directory under {self.model_dir} "
+                f"(looked for sub-directories starting with {key!r})")
+        dir_name = os.path.join(self.model_dir, dir_names[-1])
+        checkpoints = sorted(f for f in os.listdir(dir_name) if f.startswith("mask_rcnn"))
+        if not checkpoints:
+            raise FileNotFoundError(f"Could not find weight files in {dir_name}")
+        return os.path.join(dir_name, checkpoints[-1])
+
+    def load_weights(self, filepath: str, by_name: bool = False,
+                     exclude: Optional[Sequence[str]] = None, **kwargs: Any) -> _weights.LoadReport:
+        """Load an h5 weights file (Matterport semantics, see
+        :func:`mrcnn.modeling.weights.load_weights` for ``skip_mismatch``/``strict``).
+
+        ``exclude`` implies ``by_name``. Afterwards the log dir and epoch follow
+        the file name when it is one of this package's checkpoints.
+
+        Returns:
+            The :class:`~mrcnn.modeling.weights.LoadReport`.
+        """
+        report = _weights.load_weights(self.keras_model, filepath, by_name=by_name,
+                                       exclude=exclude, **kwargs)
+        self.set_log_dir(filepath)
+        return report
+
+    def save_weights(self, filepath: str) -> str:
+        """Save the weights in Matterport's h5 layout (``.weights.h5``: Keras format)."""
+        return _weights.save_weights(self.keras_model, filepath)
+
+    def get_imagenet_weights(self) -> str:
+        """Download (once) the ResNet-50 ImageNet weights whose names match this backbone.
+
+        Load them with ``load_weights(path, by_name=True)``; for resnet101 the
+        extra stage-4 blocks stay randomly initialised, as in Matterport.
+        """
+        weights_path = ("https://github.com/fchollet/deep-learning-models/releases/download/v0.2/"
+                        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+        return keras.utils.get_file("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                                    weights_path, cache_subdir="models",
+                                    file_hash="a268eb855778b3df3c7506639542a6af")
+
+    def set_log_dir(self, model_path: Optional[str] = None) -> None:
+        """Set ``log_dir``, ``epoch`` and ``checkpoint_path``.
+
+        A ``model_path`` like ``.../<name>20240101T1200/mask_rcnn_<name>_0007.h5``
+        resumes that directory at epoch 7; anything else starts a new
+        ``<model_dir>/<name><timestamp>`` at epoch 0.
+        """
+        self.epoch = 0
+        now = datetime.datetime.now()
+        if model_path:
+            regex = (r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+"
+                     r"(\d{4})(?:\.weights)?\.h5")
+            m = re.match(regex, str(model_path).replace("\\", "/"))
+            if m:
+                now = datetime.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                                        int(m.group(4)), int(m.group(5)))
+                # The file holds epoch N's weights; training resumes with N+1,
+                # which Keras counts as initial_epoch=N.
+                self.epoch = int(m.group(6))
+        name = self.config.NAME.lower()
+        self.log_dir = os.path.join(self.model_dir, "{}{:%Y%m%dT%H%M}".format(name, now))
+        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_*epoch*.h5")
+        self.checkpoint_path = self.checkpoint_path.replace("*epoch*", "{epoch:04d}")
+
+    # ------------------------------------------------------------------
+    # Training helpers
+    # ------------------------------------------------------------------
+    def compile(self, learning_rate: float, momentum: float) -> None:
+        """SGD with momentum and global-norm gradient clipping, losses from the graph.
+
+        ``GRADIENT_CLIP_NORM`` clips the global norm of all gradients, as
+        Keras 2.0's ``clipnorm`` did. Call again after :meth:`set_trainable`:
+        Keras fixes the trainable variables at compile time.
+        """
+        if self.mode != "training":
+            raise ValueError("compile() needs a model built in 'training' mode")
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
+        self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+
+    def set_trainable(self, layer_regex: str, keras_model: Optional[keras.Model] = None,
+                      indent: int = 0, verbose: int = 1) -> List[str]:
+        """Make layers whose names fully match ``layer_regex`` trainable, freeze the rest.
+
+        ``layer_regex`` may be a preset of :data:`LAYER_REGEX` ("heads", "3+",
+        "4+", "5+", "all"). Nested models (``rpn_model``) are entered; a
+        TimeDistributed wrapper's inner layer gets the flag.
+
+        Returns:
+            Names of the layers now trainable.
+        """
+        layer_regex = LAYER_REGEX.get(layer_regex, layer_regex)
+        if verbose > 0 and keras_model is None:
+            print("Selecting layers to train")
+        keras_model = keras_model or self.keras_model
+        trainable_names = []
+        for layer in keras_model.layers:
+            if isinstance(layer, keras.Model):
+                if verbose > 0:
+                    print(" " * indent + "In model: ", layer.name)
+                trainable_names += self.set_trainable(layer_regex, keras_model=layer,
+                                                      indent=indent + 4, verbose=verbose)
+                continue
+            if not layer.weights:
+                continue
+            trainable = bool(re.fullmatch(layer_regex, layer.name))
+            if isinstance(layer, KL.TimeDistributed):
+                layer.layer.trainable = trainable
+                layer.trainable = True
+            else:
+                layer.trainable = trainable
+            if trainable:
+                trainable_names.append(layer.name)
+                if verbose > 0:
+                    print("{}{:20}   ({})".format(" " * indent, layer.name,
+                                                 layer.__class__.__name__))
+        return trainable_names
+
+    def find_trainable_layer(self, layer):
+        """The layer that owns the weights (the inner layer of TimeDistributed)."""
+        if isinstance(layer, KL.TimeDistributed):
+            return self.find_trainable_layer(layer.layer)
+        return layer
+
+    def get_trainable_layers(self) -> list:
+        """Layers that have weights (inner layers of TimeDistributed wrappers)."""
+        layers = []
+        for layer in self.keras_model.layers:
+            layer = self.find_trainable_layer(layer)
+            if layer.get_weights():
+                layers.append(layer)
+        return layers
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Train the model (see :func:`mrcnn.engine.train.train`)."""
+        from mrcnn.engine.train import train as _train  # lead's training loop
+        return _train(self, *args, **kwargs)
+
+    # ------------------------------------------------------------------
+    # Inference
+    # ------------------------------------------------------------------
+    def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
+        """Normalised float32 anchors ``[A, 4]`` for a molded image shape; cached.
+
+        Side effect as in Matterport: ``self.anchors`` holds the pixel anchors.
+        """
+        key = tuple(int(v) for v in image_shape[:2])
+        if key not in self._anchor_cache:
+            self.anchors = get_pixel_anchors(self.config, key)
+            self._anchor_cache[key] = _get_norm_anchors(self.config, key)
+        else:
+            self.anchors = get_pixel_anchors(self.config, key)
+        return self._anchor_cache[key]
+
+    def _mold_one(self, image: np.ndarray, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image = _check_image(image, index, self.config.IMAGE_CHANNEL_COUNT)
+        molded, window, scale, _, _ = resize_image(
+            image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
+            max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
+        molded = mold_image(molded, self.config)
+        meta = compose_image_meta(0, image.shape, molded.shape, window, scale,
+                                  np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
+        return molded, meta, np.asarray(window)
+
+    def mold_inputs(self, images: Sequence[np.ndarray]):
+        """Resize and normalise images as the network expects.
+
+        Args:
+            images: list of ``[H, W, C]`` images (any sizes).
+
+        Returns:
+            ``molded_images [N, h, w, C]`` float32, ``image_metas [N, META]``,
+            ``windows [N, 4]`` (pixel box of the image inside the molded one).
+
+        Raises:
+            ImageInputError: a bad image (wrong rank/channels, empty); or the
+                molded shapes differ (``none``/``pad64`` modes with different
+                sizes; :meth:`detect` groups those itself).
+        """
+        parts = [self._mold_one(image, i) for i, image in enumerate(images)]
+        if len({p[0].shape for p in parts}) > 1:
+            raise ImageInputError("the images mold to different shapes "
+                                  f"{sorted({p[0].shape for p in parts})}; call mold_inputs "
+                                  "per shape (detect() does this itself)")
+        return (np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]),
+                np.stack([p[2] for p in parts]))
+
+    def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
+                          original_image_shape: Sequence[int], image_shape: Sequence[int],
+                          window: Sequence[int]):
+        """One image's network output to pixel boxes and full-size masks.
+
+        Args:
+            detections: ``[MAX_INST, 6]`` normalised (y1, x1, y2, x2, class_id, score),
+                zero-padded.
+            mrcnn_mask: ``[MAX_INST, h, w, NUM_CLASSES]``.
+            original_image_shape: ``(H, W, C)`` before resizing.
+            image_shape: molded ``(h, w, C)``.
+            window: pixel box of the image inside the molded one.
+
+        Returns:
+            ``boxes [N, 4]`` int32 pixels of the original image (y2/x2 exclusive),
+            ``class_ids [N]`` int32, ``scores [N]`` float32, ``masks [H, W, N]`` bool.
+        """
+        zero_ix = np.where(detections[:, 4] == 0)[0]
+        n = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
+        boxes = detections[:n, :4]
+        class_ids = detections[:n, 4].astype(np.int32)
+        scores = detections[:n, 5]
+        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
+        wy1, wx1, wy2, wx2 = norm_boxes(np.asarray(window), image_shape[:2])
+        shift = np.array([wy1, wx1, wy1, wx1])
+        wh, ww = wy2 - wy1, wx2 - wx1
+        scale = np.array([wh, ww, wh, ww])
+        boxes = denorm_boxes(np.divide(boxes - shift, scale), original_image_shape[:2])
+        keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
+        boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
+        full_masks = unmold_masks(masks, boxes, original_image_shape)
+        return boxes, class_ids, scores, full_masks
+
+    def _predict(self, molded: np.ndarray, metas: np.ndarray, anchors: np.ndarray):
+        """Run the compiled inference graph: ``(detections, mrcnn_mask)`` as numpy."""
+        if self.mode != "inference":
+            raise ValueError("detect() needs a model built in 'inference' mode")
+        with self._lock:
+            if self._predict_fn is None:
+                self._predict_fn = _make_predict_fn(self.keras_model, self.config)
+            detections, masks = self._predict_fn(
+                tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                tf.constant(anchors, tf.float32))
+        return detections.numpy(), masks.numpy()
+
+    def _run_batches(self, molded: np.ndarray, metas: np.ndarray):
+        anchors = self.get_anchors(molded.shape[1:])
+        step = max(1, int(self.config.BATCH_SIZE))
+        dets, masks = [], []
+        for start in range(0, len(molded), step):
+            m = molded[start:start + step]
+            a = np.broadcast_to(anchors, (len(m),) + anchors.shape)
+            d, k = self._predict(m, metas[start:start + step], a)
+            dets.append(d)
+            masks.append(k)
+        return np.concatenate(dets), np.concatenate(masks)
+
+    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> List[Dict[str, np.ndarray]]:
+        """Detect instances in any number of images of any sizes.
+
+        Images are molded as configured, grouped by molded shape and run in
+        batches of BATCH_SIZE (the last one may be smaller). Safe to call from
+        several threads.
+
+        Args:
+            images: list of ``[H, W, C]`` uint8 images (C = IMAGE_CHANNEL_COUNT).
+
+        Returns:
+            One dict per image: ``rois [N, 4]`` int32 pixel boxes (y1, x1, y2, x2;
+            y2/x2 exclusive), ``class_ids [N]`` int32, ``scores [N]`` float32 and
+            ``masks [H, W, N]`` bool.
+        """
+        images = _as_image_list(images)
+        parts = [self._mold_one(image, i) for i, image in enumerate(images)]
+        if verbose:
+            from mrcnn.core.log import log
+            print(f"Processing {len(images)} images")
+            for image, (molded, meta, _) in zip(images, parts):
+                log("image", image)
+                log("molded_images", molded)
+                log("image_metas", meta)
+        results: List[Optional[Dict[str, np.ndarray]]] = [None] * len(images)
+        groups: Dict[tuple, List[int]] = {}
+        for i, (molded, _, _) in enumerate(parts):
+            groups.setdefault(molded.shape, []).append(i)
+        for shape, idx in groups.items():
+            molded = np.stack([parts[i][0] for i in idx])
+            metas = np.stack([parts[i][1] for i in idx])
+            detections, mrcnn_mask = self._run_batches(molded, metas)
+            for j, i in enumerate(idx):
+                rois, class_ids, scores, masks = self.unmold_detections(
+                    detections[j], mrcnn_mask[j], images[i].shape, shape, parts[i][2])
+                results[i] = {"rois": rois, "class_ids": class_ids, "scores": scores,
+                              "masks": masks}
+        return results
+
+    def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
+                      verbose: int = 0) -> List[Dict[str, np.ndarray]]:
+        """Detect on images already molded (e.g. from ``load_image_gt``).
+
+        The window is the whole molded image, so boxes are in molded pixels.
+        """
+        molded_images = np.asarray(molded_images)
+        if molded_images.ndim != 4:
+            raise ImageInputError(f"molded_images must be [N, H, W, C], got shape {molded_images.shape}")
+        image_metas = np.asarray(image_metas)
+        detections, mrcnn_mask = self._run_batches(molded_images.astype(np.float32), image_metas)
+        shape = molded_images.shape[1:]
+        window = [0, 0, shape[0], shape[1]]
+        results = []
+        for j in range(len(molded_images)):
+            rois, class_ids, scores, masks = self.unmold_detections(
+                detections[j], mrcnn_mask[j], shape, shape, window)
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
+        return results
+
+    # ------------------------------------------------------------------
+    # Introspection (see mrcnn.modeling.introspection)
+    # ------------------------------------------------------------------
+    def get_intermediates(self, images: Optional[Sequence[np.ndarray]], names: Sequence[Any],
+                          image_metas: Optional[np.ndarray] = None,
+                          inputs: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Any]:
+        """Outputs of named layers as numpy (see :func:`.introspection.get_intermediates`)."""
+        from .introspection import get_intermediates
+        return get_intermediates(self, images, names, image_metas=image_metas, inputs=inputs)
+
+    def run_graph(self, images: Optional[Sequence[np.ndarray]], outputs,
+                  image_metas: Optional[np.ndarray] = None,
+                  inputs: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Any]:
+        """Matterport's ``run_graph``: ``outputs`` is a list of ``(label, layer_name_or_tensor)``."""
+        from .introspection import run_graph
+        return run_graph(self, images, outputs, image_metas=image_metas, inputs=inputs)
+
+    def export(self, path: str) -> str:
+        """Write a SavedModel with a one-image serving signature (see :mod:`.export`)."""
+        from .export import export_saved_model
+        return export_saved_model(self, path)
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+def _make_predict_fn(keras_model: keras.Model, config):
+    """A traced inference function with dynamic batch and image size."""
+    channels = config.IMAGE_CHANNEL_COUNT
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, channels], tf.float32),
+        tf.TensorSpec([None, config.IMAGE_META_SIZE], tf.float32),
+        tf.TensorSpec([None, None, 4], tf.float32)], reduce_retracing=True)
+    def predict(images, metas, anchors):
+        outputs = keras_model([images, metas, anchors], training=False)
+        return outputs[0], outputs[3]
+
+    return predict
+
+
+def _as_image_list(images) -> List[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            raise ImageInputError("detect() takes a list of images; got a single image array "
+                                  f"of shape {images.shape} (wrap it in a list)")
+        images = list(images)
+    return list(images)
+
+
+def _check_image(image, index: int, channels: int) -> np.ndarray:
+    """Validate one input image; return it as an ndarray."""
+    if not isinstance(image, np.ndarray):
+        try:
+            image = np.asarray(image)
+        except Exception as e:  # noqa: BLE001 - reported with the image index
+            raise ImageInputError(f"image {index}: cannot convert {type(image).__name__} "
+                                  f"to an array: {e}") from e
+    if image.ndim != 3 or image.shape[-1] != channels:
+        raise ImageInputError(f"image {index}: expected shape [H, W, {channels}], got "
+                              f"{image.shape} (IMAGE_CHANNEL_COUNT={channels})")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageInputError(f"image {index}: empty image of shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number) and image.dtype != bool:
+        raise ImageInputError(f"image {index}: dtype {image.dtype} is not numeric")
+    return image

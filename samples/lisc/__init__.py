@@ -1,0 +1,1 @@
+"""The lisc sample."""

@@ -91,6 +91,9 @@ class Config(object):
     # loss and its gradients are unchanged, the step is much cheaper. False runs it on
     # every ROI as Matterport did (the training-mode mrcnn_mask output then has all rows).
     MASK_HEAD_POSITIVES_ONLY = True
+    # Not in Matterport. Training precision: None (float32), "mixed_float16" (GPUs with
+    # tensor cores) or "mixed_bfloat16". Box maths and losses stay in float32.
+    MIXED_PRECISION = None
     TRAIN_BN = False  # Defaulting to False since batch size is often small
     GRADIENT_CLIP_NORM = 5.0
 
@@ -161,6 +164,8 @@ class Config(object):
         unknown = set(self.LOSS_WEIGHTS) - set(LOSS_NAMES)
         if unknown:
             fail(f"LOSS_WEIGHTS has unknown losses {sorted(unknown)}; known: {list(LOSS_NAMES)}")
+        if self.MIXED_PRECISION not in (None, "mixed_float16", "mixed_bfloat16"):
+            fail(f"MIXED_PRECISION must be None, 'mixed_float16' or 'mixed_bfloat16', got {self.MIXED_PRECISION!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail(f"TRAIN_BN must be True, False or None, got {self.TRAIN_BN!r}")
 

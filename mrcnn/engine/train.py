@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from mrcnn.data.pipeline import InputPipeline
 from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
-from mrcnn.engine.distribute import resolve_strategy
+from mrcnn.engine.distribute import rebuild_in_scope, resolve_strategy
 
 logger = logging.getLogger("mrcnn.train")
 
@@ -34,7 +34,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
           no_augmentation_sources: Optional[Sequence[str]] = None, *, resume: bool = False,
           seed: Optional[int] = None, strategy: Optional[tf.distribute.Strategy] = None,
           steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
-          verbose: int = 1, tensorboard: bool = True) -> keras.callbacks.History:
+          verbose: int = 1, tensorboard: Optional[bool] = None,
+          optimizer: Optional[keras.optimizers.Optimizer] = None) -> keras.callbacks.History:
     """Train ``model`` (a training-mode :class:`mrcnn.model.MaskRCNN`).
 
     Args:
@@ -48,6 +49,10 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         seed: makes the input stream deterministic.
         strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``.
         steps_per_epoch, validation_steps: default STEPS_PER_EPOCH / VALIDATION_STEPS.
+        tensorboard: write TensorBoard logs to ``model.log_dir`` (default: when the
+            ``tensorboard`` package is installed, which requirements.txt does).
+        optimizer: a Keras optimizer to use instead of Matterport's SGD (e.g. Adam when
+            training from scratch); ``learning_rate`` is then ignored.
     Returns:
         The Keras ``History``.
     Raises:
@@ -63,9 +68,9 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
                        model.epoch, epochs)
 
     strategy = resolve_strategy(config, strategy)
-    if strategy is not None:
-        from mrcnn.engine.distribute import rebuild_in_scope
-        rebuild_in_scope(model, strategy)
+    policy = getattr(config, "MIXED_PRECISION", None)
+    if strategy is not None or policy is not None:
+        rebuild_in_scope(model, strategy, policy)
 
     train_pipe = InputPipeline(train_dataset, config, shuffle=True, augmentation=augmentation,
                                no_augmentation_sources=no_augmentation_sources, seed=seed, name="train")
@@ -79,6 +84,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     guard = StopOnNaN(steps)
     checkpoint = MatterportCheckpoint(model, model.checkpoint_path, guard=guard)
     callbacks = [guard, checkpoint, SkipReport(train_pipe, val_pipe)]
+    if tensorboard is None:
+        tensorboard = _tensorboard_available()
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=model.log_dir, histogram_freq=0,
                                                      write_graph=False, write_images=False))
@@ -90,7 +97,10 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
         model.set_trainable(layers, verbose=1 if verbose > 1 else 0)
-        model.compile(learning_rate, config.LEARNING_MOMENTUM)
+        if optimizer is None:
+            model.compile(learning_rate, config.LEARNING_MOMENTUM)
+        else:
+            model.keras_model.compile(optimizer=optimizer, jit_compile=False)
 
     history = model.keras_model.fit(
         train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
@@ -105,6 +115,15 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
     model.epoch = max(model.epoch, epochs)
     return history
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return False
 
 
 class _null_scope:

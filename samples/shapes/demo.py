@@ -78,12 +78,14 @@ class DemoConfig(ShapesConfig):
     DETECTION_MAX_INSTANCES = 10
     STEPS_PER_EPOCH = 100
     VALIDATION_STEPS = 5
-    LEARNING_RATE = 0.01
+    LEARNING_RATE = 0.001
 
 
 class DemoInferenceConfig(DemoConfig):
     GPU_COUNT = 1
     IMAGES_PER_GPU = 1
+    # AP integrates over the score-ranked list; low-score detections can only add recall.
+    DETECTION_MIN_CONFIDENCE = 0.3
 
 
 def main(argv=None) -> int:
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", type=int, default=8, help="how many detection PNGs to write")
     parser.add_argument("--lr", type=float, default=DemoConfig.LEARNING_RATE, help="learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the input order")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help="adam (default; converges fast from scratch) or sgd (Matterport's SGD + momentum)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -113,7 +117,12 @@ def main(argv=None) -> int:
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     print(f"Training from scratch for {args.epochs} epochs x {args.steps} steps "
           f"(batch {config.BATCH_SIZE}, {args.train_images} images)")
-    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed)
+    optimizer = None
+    if args.optimizer == "adam":
+        import keras
+        optimizer = keras.optimizers.Adam(learning_rate=args.lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
+    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
+                optimizer=optimizer)
     checkpoint = model.find_last()
     train_time = time.time() - start
 

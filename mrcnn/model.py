@@ -12,13 +12,17 @@ from mrcnn.core.log import log  # noqa: F401
 from mrcnn.data.loader import data_generator, load_image_gt  # noqa: F401
 from mrcnn.data.targets import build_detection_targets, build_rpn_targets, generate_random_rois  # noqa: F401
 from mrcnn.engine.callbacks import NaNLossError  # noqa: F401
-from mrcnn.modeling.maskrcnn import LAYER_REGEX, MaskRCNN  # noqa: F401
+from mrcnn.modeling.maskrcnn import (INFERENCE_OUTPUTS, LAYER_REGEX, TRAINING_OUTPUTS,  # noqa: F401
+                                     ImageInputError, MaskRCNN, MaskRCNNTrainingModel)
 
 # Graph pieces, by the module that defines them (Matterport kept them all in model.py).
 _GRAPH_NAMES = {
-    "mrcnn.modeling.backbone": ["BatchNorm", "identity_block", "conv_block", "resnet_graph", "build_backbone"],
-    "mrcnn.modeling.rpn": ["rpn_graph", "build_rpn_model"],
-    "mrcnn.modeling.heads": ["fpn_classifier_graph", "build_fpn_mask_graph"],
+    "mrcnn.modeling.backbone": ["BatchNorm", "identity_block", "conv_block", "resnet_graph", "build_backbone",
+                                "fpn_graph"],
+    "mrcnn.modeling.rpn": ["rpn_graph", "build_rpn_model", "rpn_outputs"],
+    "mrcnn.modeling.heads": ["fpn_classifier_graph", "build_fpn_mask_graph", "TimeDistributed"],
+    "mrcnn.modeling.export": ["export_saved_model"],
+    "mrcnn.modeling.introspection": ["get_intermediates", "run_graph"],
     "mrcnn.modeling.proposal": ["ProposalLayer"],
     "mrcnn.modeling.roi_align": ["PyramidROIAlign"],
     "mrcnn.modeling.detection_targets": ["DetectionTargetLayer", "detection_targets_graph"],
@@ -29,7 +33,8 @@ _GRAPH_NAMES = {
                                  "box_refinement_graph", "norm_boxes_graph", "denorm_boxes_graph",
                                  "trim_zeros_graph", "batch_pack_graph", "parse_image_meta_graph",
                                  "log2_graph", "batch_slice"],
-    "mrcnn.modeling.weights": ["WeightsError", "WeightsFileError", "WeightsMismatchError", "LoadReport"],
+    "mrcnn.modeling.weights": ["WeightsError", "WeightsFileError", "WeightsMismatchError", "LoadReport",
+                               "load_weights", "save_weights"],
 }
 for _module, _names in _GRAPH_NAMES.items():
     _mod = _importlib.import_module(_module)

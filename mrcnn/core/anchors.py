@@ -7,6 +7,7 @@ normalises them.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from typing import Sequence
@@ -56,7 +57,11 @@ def compute_backbone_shapes(config, image_shape: Sequence[int]) -> np.ndarray:
     if callable(config.BACKBONE):
         if config.COMPUTE_BACKBONE_SHAPE is None:
             raise ValueError("A callable BACKBONE needs COMPUTE_BACKBONE_SHAPE set in the config")
-        return config.COMPUTE_BACKBONE_SHAPE(image_shape)
+        fn = config.COMPUTE_BACKBONE_SHAPE
+        # A plain function set as a class attribute arrives as a method bound to the config.
+        if inspect.ismethod(fn) and fn.__self__ is config:
+            fn = fn.__func__
+        return np.asarray(fn(image_shape))
     if config.BACKBONE not in ("resnet50", "resnet101"):
         raise ValueError(f"Unknown BACKBONE {config.BACKBONE!r}; use resnet50, resnet101 or a callable")
     return np.array([[int(math.ceil(image_shape[0] / stride)), int(math.ceil(image_shape[1] / stride))]

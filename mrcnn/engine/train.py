@@ -78,6 +78,11 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
                               name="validation") if val_dataset is not None else None)
     train_ds = train_pipe.dataset_fn(first_epoch=model.epoch)
     val_ds = val_pipe.dataset_fn() if val_pipe is not None else None
+    if strategy is not None:
+        # Keras averages the first distributed batch across replicas to build the model, which
+        # fails on bool tensors; the model casts the uint8 masks back to bool at its input.
+        train_ds = train_ds.map(_masks_as_uint8)
+        val_ds = val_ds.map(_masks_as_uint8) if val_ds is not None else None
 
     os.makedirs(model.log_dir, exist_ok=True)
     steps = steps_per_epoch or config.STEPS_PER_EPOCH
@@ -97,6 +102,14 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
         model.set_trainable(layers, verbose=1 if verbose > 1 else 0)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        if optimizer is None and replicas > 1:
+            # Keras 3 clips each replica's gradient before summing them, so a global-norm clip
+            # of c per replica lets the sum reach n*c. Clip each share at c/n instead: the same
+            # as clipping the summed gradient when the replicas' gradients point the same way,
+            # and never a larger step than one replica would take.
+            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.LEARNING_MOMENTUM,
+                                             global_clipnorm=config.GRADIENT_CLIP_NORM / replicas)
         if optimizer is None:
             model.compile(learning_rate, config.LEARNING_MOMENTUM)
         else:
@@ -115,6 +128,10 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
     model.epoch = max(model.epoch, epochs)
     return history
+
+
+def _masks_as_uint8(inputs):
+    return (tuple(tf.cast(t, tf.uint8) if t.dtype == tf.bool else t for t in inputs),)
 
 
 def _tensorboard_available() -> bool:

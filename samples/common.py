@@ -465,6 +465,16 @@ def dataset_images(dataset, limit: int = 0) -> Iterable[Tuple[str, np.ndarray]]:
         yield str(info.get("path") or dataset.image_reference(i)), dataset.load_image(i)
 
 
+def evaluate_or_detect(args: argparse.Namespace, config, val, sample: str) -> int:
+    """The ``evaluate`` (VOC mask mAP, every detection kept) and ``detect`` commands on ``val``."""
+    if args.command == "evaluate":
+        model = inference_model(args, config, DETECTION_MIN_CONFIDENCE=0.0)
+        evaluate_mask_map(model, val, limit=args.limit, verbose=args.verbose)
+        return 0
+    run_detect(args, config, val.class_names, dataset=val, sample=sample)
+    return 0
+
+
 def run_detect(args: argparse.Namespace, config, class_names: Sequence[str], dataset=None,
                sample: str = "sample") -> Dict[str, Any]:
     """The ``detect`` command: ``--images DIR`` or the given dataset → files in ``--out``."""

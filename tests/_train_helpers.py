@@ -6,16 +6,15 @@ everything after it is the real Mask R-CNN graph.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from samples.shapes.demo import small_backbone_shapes as plain_backbone_shapes  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, make_datasets  # noqa: E402
 
 
@@ -27,11 +26,6 @@ def plain_backbone(input_image, stage5=True, train_bn=None):
         x = KL.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"tiny_c{i}")(x)
         outs.append(x)
     return outs
-
-
-def plain_backbone_shapes(image_shape):
-    return np.array([[int(math.ceil(image_shape[0] / s)), int(math.ceil(image_shape[1] / s))]
-                     for s in (4, 8, 16, 32, 64)])
 
 
 class TinyConfig(ShapesConfig):

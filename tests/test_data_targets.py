@@ -3,25 +3,12 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, case_ids, load_cases
-from mrcnn.config import Config
 from mrcnn.core import image as I
 from mrcnn.data import loader, targets
 from mrcnn.data.dataset import Dataset
+from samples.shapes.shapes import ShapesConfig
 
 NPZ = np.load(f"{FIXTURES}/model_targets.npz")
-
-
-class ShapesConfig(Config):
-    NAME = "shapes"
-    GPU_COUNT = 1
-    IMAGES_PER_GPU = 8
-    NUM_CLASSES = 4
-    IMAGE_MIN_DIM = 128
-    IMAGE_MAX_DIM = 128
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    TRAIN_ROIS_PER_IMAGE = 32
-    STEPS_PER_EPOCH = 100
-    VALIDATION_STEPS = 5
 
 
 class Pad64Config(ShapesConfig):

@@ -223,3 +223,4 @@ def test_mixed_bfloat16_trains_with_float32_box_math(tmp_path):
     plain = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
     report = plain.load_weights(model.find_last(), by_name=True)
     assert report is not None
+

@@ -26,8 +26,8 @@ from typing import List, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from mrcnn.config import Config  # noqa: E402
-from samples.common import (SampleError, build_parser, evaluate_mask_map, inference_model,  # noqa: E402
-                            make_config, parse_overrides, require_dataset, run_cli, run_detect,
+from samples.common import (SampleError, build_parser, evaluate_or_detect,  # noqa: E402
+                            make_config, parse_overrides, require_dataset, run_cli,
                             train_model)
 
 VAL_FRACTION = 0.2
@@ -148,12 +148,7 @@ def main_args(args: argparse.Namespace) -> int:
         train = subset("train")
         train_model(args, config, train, val)
         return 0
-    if args.command == "evaluate":
-        model = inference_model(args, config, DETECTION_MIN_CONFIDENCE=0.0)
-        evaluate_mask_map(model, val, limit=args.limit, verbose=args.verbose)
-        return 0
-    run_detect(args, config, val.class_names, dataset=val, sample="custom")
-    return 0
+    return evaluate_or_detect(args, config, val, "custom")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.data.formats import LISC_CLASSES, LiscDataset  # noqa: E402
-from samples.common import (SampleError, build_parser, evaluate_mask_map, inference_model,  # noqa: E402
-                            make_config, parse_overrides, require_dataset, run_cli, run_detect,
+from samples.common import (SampleError, build_parser, evaluate_or_detect,  # noqa: E402
+                            make_config, parse_overrides, require_dataset, run_cli,
                             train_model)
 
 VAL_FRACTION = 0.2
@@ -116,12 +116,7 @@ def main_args(args: argparse.Namespace) -> int:
         train_model(args, config, train, val, augmentation=cell_augmentation())
         return 0
     val = load_subset(args.dataset, "val", args.seed, args.val_fraction)
-    if args.command == "evaluate":
-        model = inference_model(args, config, DETECTION_MIN_CONFIDENCE=0.0)
-        evaluate_mask_map(model, val, limit=args.limit, verbose=args.verbose)
-        return 0
-    run_detect(args, config, val.class_names, dataset=val, sample="lisc")
-    return 0
+    return evaluate_or_detect(args, config, val, "lisc")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output", help="folder for the PNGs of detections (default: %(default)s)")
     parser.add_argument("--logs", default="logs", help="folder for checkpoints and TensorBoard logs")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.STEPS_PER_EPOCH, help="steps per epoch")
     parser.add_argument("--train-images", type=int, default=1000, help="generated training images")
     parser.add_argument("--val-images", type=int, default=50, help="held-out images for mAP")

@@ -117,12 +117,19 @@ def main(argv=None) -> int:
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     print(f"Training from scratch for {args.epochs} epochs x {args.steps} steps "
           f"(batch {config.BATCH_SIZE}, {args.train_images} images)")
-    optimizer = None
-    if args.optimizer == "adam":
+    def make_optimizer(lr):
+        if args.optimizer == "sgd":
+            return None  # train() builds Matterport's SGD
         import keras
-        optimizer = keras.optimizers.Adam(learning_rate=args.lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
-    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
-                optimizer=optimizer)
+        return keras.optimizers.Adam(learning_rate=lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
+
+    # As Matterport's samples do, finish with a tenth of the learning rate (epochs are cumulative).
+    first = max(1, args.epochs - 1)
+    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=first, layers="all", seed=args.seed,
+                optimizer=make_optimizer(args.lr))
+    if args.epochs > first:
+        model.train(train_ds, val_ds, learning_rate=args.lr / 10, epochs=args.epochs, layers="all",
+                    seed=args.seed, optimizer=make_optimizer(args.lr / 10))
     checkpoint = model.find_last()
     train_time = time.time() - start
 

@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     from mrcnn import visualize
     from mrcnn.evaluation.voc import evaluate_model
 
+    import keras
+    keras.utils.set_random_seed(args.seed)  # weight init and ROI sampling: repeatable runs
     start = time.time()
     train_ds, val_ds = make_datasets(args.train_images, args.val_images, size=128, seed=args.seed)
 
@@ -117,19 +119,12 @@ def main(argv=None) -> int:
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     print(f"Training from scratch for {args.epochs} epochs x {args.steps} steps "
           f"(batch {config.BATCH_SIZE}, {args.train_images} images)")
-    def make_optimizer(lr):
-        if args.optimizer == "sgd":
-            return None  # train() builds Matterport's SGD
+    optimizer = None  # train() then builds Matterport's SGD
+    if args.optimizer == "adam":
         import keras
-        return keras.optimizers.Adam(learning_rate=lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
-
-    # As Matterport's samples do, finish with a tenth of the learning rate (epochs are cumulative).
-    first = max(1, args.epochs - 1)
-    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=first, layers="all", seed=args.seed,
-                optimizer=make_optimizer(args.lr))
-    if args.epochs > first:
-        model.train(train_ds, val_ds, learning_rate=args.lr / 10, epochs=args.epochs, layers="all",
-                    seed=args.seed, optimizer=make_optimizer(args.lr / 10))
+        optimizer = keras.optimizers.Adam(learning_rate=args.lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
+    model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
+                optimizer=optimizer)
     checkpoint = model.find_last()
     train_time = time.time() - start
 

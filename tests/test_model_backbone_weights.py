@@ -135,3 +135,18 @@ def test_save_weights_writes_matterport_layout_and_round_trips(tmp_path, model_r
     assert len(report.loaded) == 115
     for a, b in zip(fresh.weights, model_r50.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_anchors_variable_of_tf2_port_checkpoints_is_ignored(tmp_path, model_r50):
+    """akTwelve-lineage training checkpoints hold an 'anchors' variable group."""
+    path = str(tmp_path / "port.h5")
+    save_weights(model_r50, path)
+    with h5py.File(path, "a") as f:
+        names = list(f.attrs["layer_names"]) + [b"anchors"]
+        f.attrs["layer_names"] = np.array(names)
+        g = f.create_group("anchors")
+        g.attrs["weight_names"] = np.array([b"anchors/Variable:0"])
+        g.create_dataset("anchors/Variable:0", data=np.zeros((1, 10, 4), np.float32))
+    assert len(load_weights(model_r50, path).loaded) == 115
+    report = load_weights(model_r50, path, by_name=True, strict=True)
+    assert not report.unused_in_file

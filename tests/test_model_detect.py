@@ -128,3 +128,32 @@ def test_detect_molded_returns_molded_pixel_boxes(model):
     # A 128x128 image molds to itself, so both paths agree.
     for a, b in zip(via_molded, model.detect(images)):
         _assert_same(a, b)  # same batch, same numbers
+
+
+def _tiny_backbone(input_image, stage5=True, train_bn=False):
+    """A callable BACKBONE: strided convolutions giving C1..C5 at strides 2..32."""
+    from keras import layers as KL
+    x, feats = input_image, []
+    for i, filters in enumerate([8, 16, 16, 32, 32]):
+        x = KL.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                      name=f"tiny_conv{i + 1}")(x)
+        feats.append(x)
+    return feats
+
+
+def _tiny_shapes(image_shape):
+    return np.array([[int(np.ceil(image_shape[0] / s)), int(np.ceil(image_shape[1] / s))]
+                     for s in (4, 8, 16, 32, 64)])
+
+
+def test_callable_backbone(tmp_path):
+    config = small_config(IMAGES_PER_GPU=1, DETECTION_MIN_CONFIDENCE=0.0,
+                          BACKBONE=staticmethod(_tiny_backbone),
+                          COMPUTE_BACKBONE_SHAPE=staticmethod(_tiny_shapes))
+    model = MaskRCNN("inference", config, str(tmp_path))
+    names = {l.name for l in model.keras_model.layers}
+    assert "tiny_conv5" in names and "res2a_branch2a" not in names
+    image = _images([(100, 120)])[0]
+    _check_result(model.detect([image])[0], image)
+    training = MaskRCNN("training", config, str(tmp_path))
+    assert training.keras_model.get_layer("tiny_conv1") is not None

@@ -7,7 +7,7 @@ mask IoU >= 0.99.
 import numpy as np
 import pytest
 
-from _model_helpers import HEAD_LAYERS, REF_H5, REF_IMAGE, REF_OUTPUTS, make_config, read_png
+from _model_helpers import REF_H5, REF_IMAGE, REF_OUTPUTS, make_config, read_png
 from mrcnn.core.boxes import compute_overlaps
 from mrcnn.modeling.maskrcnn import MaskRCNN
 

@@ -10,7 +10,7 @@ Tensors are NHWC float32, images already molded (mean pixel subtracted).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import keras
 from keras import layers as KL
@@ -200,7 +200,11 @@ def build_backbone(input_image, config, train_bn: Optional[bool]) -> list:
     """
     train_bn = config.TRAIN_BN
     if callable(config.BACKBONE):
-        feats = config.BACKBONE(input_image, stage5=True, train_bn=train_bn)
+        fn = config.BACKBONE
+        # A plain function set as a class attribute arrives bound to the config.
+        if getattr(fn, "__self__", None) is config:
+            fn = fn.__func__
+        feats = fn(input_image, stage5=True, train_bn=train_bn)
     else:
         feats = resnet_graph(input_image, config.BACKBONE, stage5=True, train_bn=train_bn)
     if len(feats) != 5:

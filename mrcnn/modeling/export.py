@@ -16,7 +16,6 @@ Reload with ``tf.saved_model.load(path).serve(image)``; no mrcnn import needed.
 from __future__ import annotations
 
 import os
-from typing import Dict
 
 import keras
 import numpy as np

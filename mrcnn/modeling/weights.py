@@ -38,6 +38,9 @@ logger = logging.getLogger("mrcnn.weights")
 
 # Layer-name prefixes of the parts of a Mask R-CNN file beyond the backbone.
 _HEAD_PREFIXES = ("fpn_", "rpn_", "mrcnn_")
+# Training checkpoints of the TF2 ports store the anchors as a variable of a
+# layer named "anchors"; here they are a graph constant, so that group is skipped.
+_CONSTANT_LAYERS = ("anchors",)
 
 
 class WeightsError(ValueError):
@@ -243,7 +246,8 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
         if missing_groups:
             raise WeightsFileError(f"{filepath!r} lists layers without a group (truncated "
                                    f"file?): {missing_groups[:5]}")
-        file_weighted = [n for n in file_names if len(group[n].attrs.get("weight_names", [])) > 0]
+        file_weighted = [n for n in file_names if len(group[n].attrs.get("weight_names", [])) > 0
+                         and n not in _CONSTANT_LAYERS]
         model_weighted = [l for l in model.layers if l.weights]
         if by_name:
             all_names = [l.name for l in model.layers] + file_names

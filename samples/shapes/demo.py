@@ -104,7 +104,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    import numpy as np
     import mrcnn.model as modellib
     from mrcnn import visualize
     from mrcnn.evaluation.voc import evaluate_model

@@ -60,6 +60,21 @@ class BatchNorm(KL.BatchNormalization):
         return config
 
 
+def _bottleneck(x, kernel_size: int, filters: Sequence[int], conv: str, bn: str, strides,
+                use_bias: bool, train_bn: Optional[bool]):
+    """The 1x1 -> kxk -> 1x1 main path shared by identity and conv blocks (Matterport's names)."""
+    f1, f2, f3 = filters
+    x = KL.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(x)
+    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
+    x = KL.Activation("relu")(x)
+    x = KL.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b",
+                  use_bias=use_bias)(x)
+    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
+    x = KL.Activation("relu")(x)
+    x = KL.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
+    return BatchNorm(name=bn + "2c")(x, training=train_bn)
+
+
 def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
                    block: str, use_bias: bool = True, train_bn: Optional[bool] = True):
     """Bottleneck block whose shortcut is the input itself.
@@ -74,18 +89,9 @@ def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage
     Returns:
         ``[B, H, W, filters[2]]``, the output of layer ``res{stage}{block}_out``.
     """
-    f1, f2, f3 = filters
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
-    x = KL.Conv2D(f1, (1, 1), name=conv + "2a", use_bias=use_bias)(input_tensor)
-    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b",
-                  use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2c")(x, training=train_bn)
+    x = _bottleneck(input_tensor, kernel_size, filters, conv, bn, (1, 1), use_bias, train_bn)
     x = KL.Add()([x, input_tensor])
     return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
 
@@ -101,18 +107,10 @@ def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: in
     Returns:
         ``[B, ceil(H/s), ceil(W/s), filters[2]]``.
     """
-    f1, f2, f3 = filters
+    f3 = filters[2]
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
-    x = KL.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
-    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b",
-                  use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
-    x = KL.Activation("relu")(x)
-    x = KL.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2c")(x, training=train_bn)
+    x = _bottleneck(input_tensor, kernel_size, filters, conv, bn, strides, use_bias, train_bn)
     shortcut = KL.Conv2D(f3, (1, 1), strides=strides, name=conv + "1",
                          use_bias=use_bias)(input_tensor)
     shortcut = BatchNorm(name=bn + "1")(shortcut, training=train_bn)

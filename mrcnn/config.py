@@ -94,6 +94,12 @@ class Config(object):
     # Not in Matterport. Training precision: None (float32), "mixed_float16" (GPUs with
     # tensor cores) or "mixed_bfloat16". Box maths and losses stay in float32.
     MIXED_PRECISION = None
+    # Not in Matterport, which fixes them at 512 and 256. Widths of the RPN's shared 3x3 conv
+    # and of the mask head's convs: on small images these two dominate the cost of a training
+    # step, and a network trained from scratch on simple data does not need them wide.
+    # Matterport's h5 weights need the defaults.
+    RPN_CONV_CHANNELS = 512
+    MASK_HEAD_CHANNELS = 256
     TRAIN_BN = False  # Defaulting to False since batch size is often small
     GRADIENT_CLIP_NORM = 5.0
 
@@ -119,7 +125,7 @@ class Config(object):
         def fail(msg: str) -> None:
             raise ConfigError(f"{name}: {msg}")
 
-        for attr in ("GPU_COUNT", "IMAGES_PER_GPU"):
+        for attr in ("GPU_COUNT", "IMAGES_PER_GPU", "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS"):
             v = getattr(self, attr)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 fail(f"{attr} must be a positive integer, got {v!r}")

@@ -33,6 +33,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+# TensorFlow's C++ warnings (grappler cost estimates for CropAndResize, ...) would bury the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT_DIR not in sys.path:  # samples run as scripts from a checkout
     sys.path.insert(0, ROOT_DIR)
@@ -72,7 +75,8 @@ class SampleError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 def build_parser(prog: str, description: str, dataset_help: str,
                  default_weights: str = "coco", commands: Sequence[str] = COMMANDS,
-                 default_epochs: int = 1, default_limit: int = 0) -> argparse.ArgumentParser:
+                 default_epochs: int = 1, default_limit: int = 0,
+                 default_optimizer: str = "sgd") -> argparse.ArgumentParser:
     """The shared argparse parser; a sample may add its own flags to the result."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,6 +109,9 @@ def build_parser(prog: str, description: str, dataset_help: str,
                              "(default: 'heads' with --weights coco, else 'all')")
     parser.add_argument("--lr", type=float, default=None,
                         help="train: learning rate (default: the config's LEARNING_RATE)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=default_optimizer,
+                        help="train: 'sgd' (Matterport's SGD with momentum) or 'adam' (converges faster "
+                             "when training from scratch) (default: %(default)s)")
     parser.add_argument("--augment", action="store_true",
                         help="train: augment the training images (random flips; see the sample)")
     parser.add_argument("--seed", type=int, default=0,
@@ -331,7 +338,11 @@ def train_model(args: argparse.Namespace, config, train_ds, val_ds, augmentation
 
 
 def _fit(model, train_ds, val_ds, lr: float, layers: str, augmentation, args: argparse.Namespace) -> None:
-    model.train(train_ds, val_ds,
+    optimizer = None  # train() builds Matterport's SGD with momentum
+    if getattr(args, "optimizer", "sgd") == "adam":
+        import keras
+        optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=model.config.GRADIENT_CLIP_NORM)
+    model.train(train_ds, val_ds, optimizer=optimizer,
                 learning_rate=lr, epochs=model.epoch + args.epochs, layers=layers,
                 augmentation=augmentation, seed=args.seed, steps_per_epoch=args.steps,
                 validation_steps=args.val_steps or None, verbose=args.verbose,
@@ -351,8 +362,12 @@ def inference_model(args: argparse.Namespace, config, **extra: Any):
 
 
 def evaluate_mask_map(model, dataset, limit: int = 0, class_names: Optional[Sequence[str]] = None,
-                      verbose: int = 1):
+                      verbose: int = 1, min_instances: int = 10):
     """VOC-style mask mAP@0.5 (and 0.5:0.95) of ``model`` on ``dataset``; prints a table.
+
+    Printed: the mean of per-image APs (Matterport's notebook metric), per-class pooled AP with
+    instance counts, the confusion matrix of matched detections, and the pooled mAP over the
+    classes with at least ``min_instances`` ground-truth instances.
 
     Returns:
         The :class:`mrcnn.evaluation.voc.DatasetEvaluation`.
@@ -367,6 +382,9 @@ def evaluate_mask_map(model, dataset, limit: int = 0, class_names: Optional[Sequ
     result = evaluate_model(model, dataset, model.config, image_ids=ids)
     print(result.summary(class_names or dataset.class_names))
     print(f"mask mAP@0.5 = {result.mAP:.4f} on {len(ids)} images")
+    frequent = [c for c, n in result.gt_counts.items() if n >= min_instances]
+    print(f"class mask mAP@0.5 = {result.mAP_over_classes(min_instances):.4f} over the {len(frequent)} "
+          f"classes with at least {min_instances} instances")
     return result
 
 

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from samples.shapes.demo import small_backbone_shapes as plain_backbone_shapes  # noqa: E402
+from mrcnn.modeling.compact import small_backbone_shapes as plain_backbone_shapes  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, make_datasets  # noqa: E402
 
 

@@ -167,6 +167,35 @@ def test_pooled_class_ap_by_hand():
     np.testing.assert_allclose(prec, [1, 1, 2 / 3, 2 / 3, 0])
 
 
+def test_confusion_matrix_and_frequent_class_map():
+    # image 0: gt 1 found as class 2 (0.9), gt 2 found as 2 (0.8), a stray class-1 box (0.7),
+    #          a low-score class-3 box (0.2, below the 0.5 cut: not counted);
+    # image 1: gt 1 found as 1, gt 3 missed.
+    images = [_image([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 2],
+                     [[0, 0, 10, 10], [20, 20, 30, 30], [32, 32, 39, 39], [0, 30, 8, 39]],
+                     [2, 2, 1, 3], [0.9, 0.8, 0.7, 0.2]),
+              _image([[5, 5, 15, 15], [25, 25, 35, 35]], [1, 3], [[5, 5, 15, 15]], [1], [0.6])]
+    ev = voc.evaluate_dataset(images, iou_thresholds=[0.5], num_classes=4)
+    expected = np.zeros((4, 4), int)
+    expected[1, 2] = 1  # gt 1 -> predicted 2
+    expected[2, 2] = 1
+    expected[1, 1] = 1
+    expected[0, 1] = 1  # stray detection
+    expected[3, 0] = 1  # missed
+    np.testing.assert_array_equal(ev.confusion, expected)
+    assert ev.gt_counts == {1: 2, 2: 1, 3: 1}
+    # class 1: detections 0.7 (FP), 0.6 (TP) over 2 gt -> AP 0.5 * 0.5; class 2: 0.9 (FP: on a
+    # class-1 object), 0.8 (TP) over 1 gt -> 0.5; class 3: one FP, one gt -> 0.
+    assert ev.class_ap[1] == pytest.approx(0.25)
+    assert ev.class_ap[2] == pytest.approx(0.5) and ev.class_ap[3] == 0.0
+    assert ev.mAP_over_classes(2) == pytest.approx(0.25)
+    assert ev.mAP_over_classes(1) == pytest.approx((0.25 + 0.5 + 0.0) / 3)
+    assert np.isnan(ev.mAP_over_classes(5))
+    table = ev.confusion_table(["BG", "cat", "dog", "fox"])
+    assert "gt \\ pred" in table and table.splitlines()[3].split() == ["cat", "0", "1", "1", "0"]
+    assert "confusion" in ev.summary(["BG", "cat", "dog", "fox"])
+
+
 def test_crowd_gt_and_empty_images():
     crowd = _image([[0, 0, 10, 10], [20, 20, 30, 30]], [-1, 1], [[20, 20, 30, 30]], [1], [0.5])
     empty = _image(np.zeros((0, 4), int), [], np.zeros((0, 4), int), [], [])

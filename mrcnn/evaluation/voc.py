@@ -294,6 +294,35 @@ class DatasetEvaluation:
     class_ap_range: Dict[int, float]
     curves: Dict[Any, Tuple[np.ndarray, np.ndarray]] = field(repr=False)
     num_images: int = 0
+    gt_counts: Dict[int, int] = field(default_factory=dict)
+    confusion: Optional[np.ndarray] = field(default=None, repr=False)
+    confusion_score: float = 0.5
+
+    def mAP_over_classes(self, min_instances: int = 1) -> float:
+        """Mean pooled ``class_ap`` over the classes with at least ``min_instances``
+        ground-truth instances (rare classes make a noisy AP)."""
+        values = [ap for c, ap in self.class_ap.items()
+                  if self.gt_counts.get(c, 0) >= min_instances and not np.isnan(ap)]
+        return float(np.mean(values)) if values else float("nan")
+
+    def confusion_table(self, class_names: Optional[Sequence[str]] = None) -> str:
+        """:attr:`confusion` as text: rows ground truth, columns predictions.
+
+        Row and column 0 ("none") hold the ground truth no detection matched and the
+        detections that matched no ground truth.
+        """
+        if self.confusion is None:
+            return "(no confusion matrix)"
+        n = self.confusion.shape[0]
+        names = ["none"] + [(class_names[c] if class_names is not None and c < len(class_names)
+                             else str(c)) for c in range(1, n)]
+        width = max(6, max(len(x) for x in names) + 1)
+        corner = "gt \\ pred"
+        head = f"{corner:<{width}}" + "".join(f"{x:>{width}}" for x in names)
+        rows = [f"{names[i]:<{width}}" + "".join(f"{int(v):>{width}}" for v in self.confusion[i])
+                for i in range(n)]
+        return "\n".join([f"confusion of detections scored >= {self.confusion_score} "
+                          f"(IoU >= {self.iou_thresholds[0]:.2f}, any class)", head] + rows)
 
     @property
     def class_mAP(self) -> float:
@@ -308,10 +337,13 @@ class DatasetEvaluation:
                  f"mAP@{t0:.2f} (mean of per-image AP): {self.mAP:.4f}",
                  f"mAP@{self.iou_thresholds[0]:.2f}:{self.iou_thresholds[-1]:.2f}: {self.mAP_range:.4f}",
                  f"class mAP@{t0:.2f} (pooled over images): {self.class_mAP:.4f}",
-                 f"{'class':<20} AP@{t0:.2f}  AP@range"]
+                 f"{'class':<20} AP@{t0:.2f}  AP@range  ground truth"]
         for cid in sorted(self.class_ap):
             name = class_names[cid] if class_names is not None and cid < len(class_names) else str(cid)
-            lines.append(f"{name:<20} {self.class_ap[cid]:.4f}   {self.class_ap_range[cid]:.4f}")
+            lines.append(f"{name:<20} {self.class_ap[cid]:.4f}   {self.class_ap_range[cid]:.4f}"
+                         f"   ({self.gt_counts.get(cid, 0)} instances)")
+        if self.confusion is not None:
+            lines.append(self.confusion_table(class_names))
         return "\n".join(lines)
 
 
@@ -341,6 +373,32 @@ def _valid_rows(r: ImageResult) -> ImageResult:
                        ps[keep_p], pm[..., keep_p], r.image_id)
 
 
+def _confusion_pairs(overlaps: np.ndarray, order: np.ndarray, gt_class_ids: np.ndarray,
+                     pred_class_ids: np.ndarray, scores: np.ndarray, iou_threshold: float,
+                     score_threshold: float) -> List[Tuple[int, int]]:
+    """(gt class, predicted class) pairs of one image, matched whatever their classes.
+
+    Detections scored at least ``score_threshold`` take, in score order, the unmatched
+    ground truth they overlap most (mask IoU >= ``iou_threshold``). Unmatched ground truth
+    gives ``(class, 0)``; unmatched detections ``(0, class)``. ``overlaps`` is
+    ``[num_pred, num_gt]`` with rows in ``order`` (descending score).
+    """
+    taken = np.zeros(len(gt_class_ids), bool)
+    pairs = []
+    for k, i in enumerate(order):
+        if scores[i] < score_threshold:
+            continue
+        ious = np.where(taken, -1.0, overlaps[k]) if len(gt_class_ids) else np.zeros(0)
+        j = int(np.argmax(ious)) if len(ious) else -1
+        if j >= 0 and ious[j] >= iou_threshold:
+            taken[j] = True
+            pairs.append((int(gt_class_ids[j]), int(pred_class_ids[i])))
+        else:
+            pairs.append((0, int(pred_class_ids[i])))
+    pairs.extend((int(c), 0) for c in gt_class_ids[~taken])
+    return pairs
+
+
 def _pooled_ap(records: List[Tuple[float, bool]], num_gt: int) -> Tuple[float, np.ndarray, np.ndarray]:
     """AP from (score, is_match) over many images; NaN when there is no ground truth."""
     if num_gt == 0:
@@ -352,7 +410,8 @@ def _pooled_ap(records: List[Tuple[float, bool]], num_gt: int) -> Tuple[float, n
 
 
 def evaluate_dataset(results: Iterable[Any], iou_thresholds: Optional[Sequence[float]] = None,
-                     verbose: int = 0) -> DatasetEvaluation:
+                     verbose: int = 0, num_classes: Optional[int] = None,
+                     confusion_score: float = 0.5) -> DatasetEvaluation:
     """Mask AP over many images.
 
     results: iterable of per-image items accepted by :meth:`ImageResult.from_any`
@@ -364,6 +423,11 @@ def evaluate_dataset(results: Iterable[Any], iou_thresholds: Optional[Sequence[f
     ground truth are skipped, as AP is undefined there), and per-class AP with
     detections pooled across images (VOC style), whose mean over classes is a
     dataset-level mAP.
+
+    Also a confusion matrix (:attr:`DatasetEvaluation.confusion`, ``[K, K]`` with ``K``
+    ``num_classes`` or the largest class id seen + 1): detections scored at least
+    ``confusion_score`` matched to ground truth at the first threshold whatever the class,
+    rows ground-truth class, columns predicted class, index 0 for "none".
     """
     thresholds = [float(t) for t in (DEFAULT_IOU_THRESHOLDS if iou_thresholds is None
                                      else iou_thresholds)]
@@ -373,6 +437,7 @@ def evaluate_dataset(results: Iterable[Any], iou_thresholds: Optional[Sequence[f
     image_aps: Dict[Any, float] = {}
     pooled: Dict[float, Dict[int, List[Tuple[float, bool]]]] = {t: {} for t in thresholds}
     gt_counts: Dict[int, int] = {}
+    pairs: List[Tuple[int, int]] = []
     n_images = 0
     for index, item in enumerate(results):
         r = _valid_rows(ImageResult.from_any(item, index))
@@ -383,6 +448,8 @@ def evaluate_dataset(results: Iterable[Any], iou_thresholds: Optional[Sequence[f
         # for all thresholds.
         order = np.argsort(r.pred_scores)[::-1]
         overlaps = compute_overlaps_masks(r.pred_masks[..., order], r.gt_masks)
+        pairs.extend(_confusion_pairs(overlaps, order, r.gt_class_ids, r.pred_class_ids,
+                                      r.pred_scores, thresholds[0], confusion_score))
         for t in thresholds:
             _, pred_match = _greedy_match(overlaps, r.gt_class_ids, r.pred_class_ids[order], t)
             for k, i in enumerate(order):
@@ -415,12 +482,17 @@ def evaluate_dataset(results: Iterable[Any], iou_thresholds: Optional[Sequence[f
     all_records = [rec for recs in pooled[thresholds[0]].values() for rec in recs]
     _, prec, rec = _pooled_ap(all_records, sum(gt_counts.values()))
     curves["all"] = (prec, rec)
+    size = max([num_classes or 0] + [max(p) + 1 for p in pairs] + [1])
+    confusion = np.zeros((size, size), np.int64)
+    for g, p in pairs:
+        confusion[g, p] += 1
     return DatasetEvaluation(
         iou_thresholds=thresholds,
         mAP=ap_per_threshold[thresholds[0]],
         mAP_range=float(np.mean(list(ap_per_threshold.values()))),
         ap_per_threshold=ap_per_threshold, image_aps=image_aps,
-        class_ap=class_ap, class_ap_range=class_ap_range, curves=curves, num_images=n_images)
+        class_ap=class_ap, class_ap_range=class_ap_range, curves=curves, num_images=n_images,
+        gt_counts=gt_counts, confusion=confusion, confusion_score=float(confusion_score))
 
 
 def iter_model_results(model: Any, dataset: Any, config: Any,
@@ -448,4 +520,5 @@ def evaluate_model(model: Any, dataset: Any, config: Any,
     are detected one at a time). image_ids: internal dataset ids, default all.
     """
     return evaluate_dataset(iter_model_results(model, dataset, config, image_ids),
-                            iou_thresholds=iou_thresholds, verbose=verbose)
+                            iou_thresholds=iou_thresholds, verbose=verbose,
+                            num_classes=getattr(config, "NUM_CLASSES", None))

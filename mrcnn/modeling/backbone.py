@@ -15,9 +15,11 @@ from typing import Any, Optional, Sequence, Tuple
 import keras
 from keras import layers as KL
 
+from .compact import small_backbone, small_backbone_shapes  # noqa: F401  (re-exported)
+
 __all__ = [
     "BatchNorm", "identity_block", "conv_block", "resnet_graph", "fpn_graph",
-    "build_backbone", "RESNET_STAGE4_BLOCKS",
+    "build_backbone", "RESNET_STAGE4_BLOCKS", "small_backbone", "small_backbone_shapes",
 ]
 
 # Identity blocks in stage 4 after the first (conv) block.

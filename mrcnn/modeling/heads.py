@@ -80,7 +80,7 @@ def fpn_classifier_graph(rois, feature_maps: Sequence, image_meta, pool_size: in
 
 
 def build_fpn_mask_graph(rois, feature_maps: Sequence, image_meta, pool_size: int,
-                         num_classes: int, train_bn: Optional[bool] = True):
+                         num_classes: int, train_bn: Optional[bool] = True, channels: int = 256):
     """Mask head (Matterport's ``build_fpn_mask_graph``).
 
     Four 3x3 conv + BN + ReLU layers on the ``pool_size`` ROIAlign output, a
@@ -96,11 +96,11 @@ def build_fpn_mask_graph(rois, feature_maps: Sequence, image_meta, pool_size: in
     x = PyramidROIAlign([pool_size, pool_size], name="roi_align_mask")(
         [rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        x = TimeDistributed(KL.Conv2D(256, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
+        x = TimeDistributed(KL.Conv2D(channels, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
         x = TimeDistributed(BatchNorm(fixed_training=train_bn), name=f"mrcnn_mask_bn{i}")(
             x, training=train_bn)
         x = KL.Activation("relu")(x)
-    x = TimeDistributed(KL.Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
+    x = TimeDistributed(KL.Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     return TimeDistributed(KL.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"),
                            name="mrcnn_mask")(x)

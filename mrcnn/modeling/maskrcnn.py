@@ -286,7 +286,8 @@ class MaskRCNN(object):
     @staticmethod
     def _rpn(config, feature_maps):
         rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
-                              config.TOP_DOWN_PYRAMID_SIZE)
+                              config.TOP_DOWN_PYRAMID_SIZE,
+                              getattr(config, "RPN_CONV_CHANNELS", 512))
         return rpn_outputs(rpn, feature_maps)
 
     def _build_inference(self, config, input_image, input_image_meta) -> keras.Model:
@@ -308,7 +309,8 @@ class MaskRCNN(object):
         detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
         mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          train_bn=train_bn)
+                                          train_bn=train_bn,
+                                          channels=getattr(config, "MASK_HEAD_CHANNELS", 256))
         # Back to DETECTION_MAX_INSTANCES rows (zeros for the padding detections).
         mrcnn_mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_rows")(mrcnn_mask)
         return keras.Model([input_image, input_image_meta, input_anchors],
@@ -360,7 +362,8 @@ class MaskRCNN(object):
                 positive_roi_count(config), name="positive_rois")([rois, target_mask, target_class_ids])
         mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          train_bn=train_bn)
+                                          train_bn=train_bn,
+                                          channels=getattr(config, "MASK_HEAD_CHANNELS", 256))
         output_rois = Identity(name="output_rois")(rois)
 
         rpn_class_loss = LossLayer(rpn_class_loss_graph, name="rpn_class_loss")(

@@ -15,7 +15,7 @@ from keras import layers as KL
 __all__ = ["rpn_graph", "build_rpn_model", "rpn_outputs"]
 
 
-def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int) -> list:
+def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int, channels: int = 512) -> list:
     """RPN head on one feature map.
 
     Args:
@@ -31,7 +31,7 @@ def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int) -> lis
         and the deltas are ``(dy, dx, log(dh), log(dw))`` still scaled by
         RPN_BBOX_STD_DEV.
     """
-    shared = KL.Conv2D(512, (3, 3), padding="same", activation="relu", strides=anchor_stride,
+    shared = KL.Conv2D(channels, (3, 3), padding="same", activation="relu", strides=anchor_stride,
                        name="rpn_conv_shared")(feature_map)
     x = KL.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                   name="rpn_class_raw")(shared)
@@ -43,14 +43,15 @@ def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int) -> lis
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 
 
-def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int) -> keras.Model:
+def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
+                    channels: int = 512) -> keras.Model:
     """The shared RPN as a Keras model named ``rpn_model``.
 
     Input ``input_rpn_feature_map`` ``[B, h, w, depth]``; outputs as
     :func:`rpn_graph`.
     """
     feature_map = KL.Input(shape=[None, None, depth], name="input_rpn_feature_map")
-    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride)
+    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride, channels)
     return keras.Model([feature_map], outputs, name="rpn_model")
 
 

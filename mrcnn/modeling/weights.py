@@ -178,7 +178,7 @@ def _check_shapes(layer, values: List[np.ndarray]) -> Optional[str]:
                 f"({', '.join(v.name for v in variables)}), file has {len(values)}")
     for v, value in zip(variables, values):
         if tuple(v.shape) != tuple(value.shape):
-            return f"weight {v.name}: model shape {tuple(v.shape)}, file shape {tuple(value.shape)}"
+            return f"weight {getattr(v, 'path', v.name)}: model shape {tuple(v.shape)}, file shape {tuple(value.shape)}"
     return None
 
 
@@ -268,7 +268,9 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
             f"{filepath!r} does not fit the model ({len(report.mismatched)} layers differ): "
             + "; ".join(report.mismatched[:5])
             + ". If the class count differs, pass exclude=['mrcnn_class_logits', "
-              "'mrcnn_bbox_fc', 'mrcnn_bbox', 'mrcnn_mask']; check BACKBONE and NUM_CLASSES.")
+              "'mrcnn_bbox_fc', 'mrcnn_bbox', 'mrcnn_mask']; check BACKBONE, NUM_CLASSES and the "
+              "widths (TOP_DOWN_PYRAMID_SIZE, RPN_CONV_CHANNELS, MASK_HEAD_CHANNELS, "
+              "FPN_CLASSIF_FC_LAYERS_SIZE).")
     for layer, values in assignments:
         layer.set_weights(values)
         report.loaded.append(layer.name)

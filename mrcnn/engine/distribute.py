@@ -5,7 +5,10 @@ it: ``MirroredStrategy`` for several GPUs on one machine (chosen when GPU_COUNT 
 and ``MultiWorkerMirroredStrategy`` across machines (pass ``strategy=``; workers read
 ``TF_CONFIG``). The global batch is ``config.BATCH_SIZE = IMAGES_PER_GPU * GPU_COUNT``;
 each replica gets IMAGES_PER_GPU images, which is what the graph's per-image loops
-expect, so GPU_COUNT must equal the number of replicas.
+expect, so GPU_COUNT must equal the number of replicas. With several workers, each runs
+the same seeded input pipeline and keeps its share of every global batch
+(:func:`shard_by_data`); :func:`adapt_fit_to_strategy` gets Keras 3's ``fit`` through a
+multi-worker run.
 
 Mixed precision (``config.MIXED_PRECISION = "mixed_float16"`` on GPUs, or
 ``"mixed_bfloat16"``) is applied the same way: the Keras graph is rebuilt under that dtype
@@ -63,6 +66,77 @@ def rebuild_in_scope(model, strategy: Optional[tf.distribute.Strategy] = None,
                     strategy.num_replicas_in_sync)
     if policy is not None:
         logger.info("Model rebuilt with dtype policy %s", policy)
+
+
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Split ``dataset`` between workers by element rather than by input file.
+
+    The training pipeline reads from a Python generator, not files, so the default AUTO
+    policy can only fall back to DATA after a warning. With DATA every worker runs the same
+    (seeded) pipeline and keeps its own share of each global batch, so the workers together
+    see exactly the batches one replica would. Without a seed each worker shuffles on its
+    own: still a valid stream, but an epoch may repeat some images and miss others.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def adapt_fit_to_strategy(keras_model, strategy: tf.distribute.Strategy) -> None:
+    """Work around two places where Keras 3's TF ``fit`` fails under a strategy.
+
+    Both are per-instance hooks on ``keras_model`` (installing them again replaces them);
+    each does what Keras meant to do, for any strategy.
+
+    1. Before the first step Keras (``_maybe_symbolic_build``) averages the first
+       distributed batch over the replicas with ``strategy.reduce("MEAN", batch)``, only to
+       learn the input shapes and dtypes. ``MultiWorkerMirroredStrategy.reduce`` takes one
+       value, not the nested tuple of inputs ("Attempt to convert a value (PerReplica...)"),
+       and no strategy can average bool masks. One local replica's share of the batch has
+       exactly the shapes and dtypes needed and costs no communication: it is passed on as
+       ``data_batch`` instead.
+    2. After each step Keras averages the replicas' metric results; across workers it
+       calls ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar results
+       ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow#72388).
+       In multi-worker runs each scalar result leaves the replica as a 1-element vector,
+       which that reduce averages over all replicas back into a scalar.
+    """
+    build = getattr(type(keras_model), "_maybe_symbolic_build", None)
+    if build is not None:
+        def first_local(value):
+            if isinstance(value, tf.distribute.DistributedValues):
+                return strategy.experimental_local_results(value)[0]
+            return value
+
+        def maybe_symbolic_build(iterator=None, data_batch=None):
+            if iterator is not None and data_batch is None:
+                for _, _, batches in iterator:
+                    data_batch = tf.nest.map_structure(first_local, next(batches))
+                    break
+            return build(keras_model, data_batch=data_batch)
+
+        keras_model._maybe_symbolic_build = maybe_symbolic_build
+
+    if is_multi_worker(strategy):
+        compute_metrics = type(keras_model).compute_metrics
+
+        def as_vector(value):
+            if tf.is_tensor(value) and value.shape.rank == 0:
+                return tf.reshape(value, [1])
+            return value
+
+        def compute_metrics_as_vectors(*args, **kwargs):
+            return tf.nest.map_structure(as_vector, compute_metrics(keras_model, *args, **kwargs))
+
+        keras_model.compute_metrics = compute_metrics_as_vectors
+
+
+def is_multi_worker(strategy: Optional[tf.distribute.Strategy]) -> bool:
+    """True when ``strategy`` has replicas in other processes (more replicas than local devices)."""
+    if strategy is None:
+        return False
+    local = getattr(strategy.extended, "worker_devices", None)
+    return local is not None and strategy.num_replicas_in_sync > len(local)
 
 
 @contextlib.contextmanager

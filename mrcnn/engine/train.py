@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from mrcnn.data.pipeline import InputPipeline
 from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
-from mrcnn.engine.distribute import rebuild_in_scope, resolve_strategy
+from mrcnn.engine.distribute import (adapt_fit_to_strategy, is_multi_worker, rebuild_in_scope,
+                                      resolve_strategy, shard_by_data)
 
 logger = logging.getLogger("mrcnn.train")
 
@@ -79,10 +80,11 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     train_ds = train_pipe.dataset_fn(first_epoch=model.epoch)
     val_ds = val_pipe.dataset_fn() if val_pipe is not None else None
     if strategy is not None:
-        # Keras averages the first distributed batch across replicas to build the model, which
-        # fails on bool tensors; the model casts the uint8 masks back to bool at its input.
-        train_ds = train_ds.map(_masks_as_uint8)
-        val_ds = val_ds.map(_masks_as_uint8) if val_ds is not None else None
+        train_ds = shard_by_data(train_ds)
+        val_ds = shard_by_data(val_ds) if val_ds is not None else None
+        adapt_fit_to_strategy(model.keras_model, strategy)
+        if seed is None and is_multi_worker(strategy):
+            logger.warning("Multi-worker training without seed=: each worker shuffles its own image order")
 
     os.makedirs(model.log_dir, exist_ok=True)
     steps = steps_per_epoch or config.STEPS_PER_EPOCH
@@ -128,10 +130,6 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
     model.epoch = max(model.epoch, epochs)
     return history
-
-
-def _masks_as_uint8(inputs):
-    return (tuple(tf.cast(t, tf.uint8) if t.dtype == tf.bool else t for t in inputs),)
 
 
 def _tensorboard_available() -> bool:

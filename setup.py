@@ -13,11 +13,14 @@ def read_version():
 
 
 def read_requirements():
+    """The runtime section of requirements.txt (what comes before the '# Samples and tests' line)."""
     reqs = []
     with open(os.path.join(HERE, "requirements.txt")) as f:
         for line in f:
+            if line.startswith("# Samples and tests"):
+                break
             line = line.split("#", 1)[0].strip()
-            if line and not line.startswith("pytest"):
+            if line:
                 reqs.append(line)
     return reqs
 

@@ -1,6 +1,6 @@
 """Training speed: model step time vs input pipeline throughput, peak RSS.
 
-    python benchmarks/train.py [--steps 20] [--repeats 3]
+    python benchmarks/train.py [--steps 20] [--repeats 3] [--xla]
 
 Prints one table: median over repeats of
   - the model's training step (the demo config, batches taken from a cache so the input
@@ -8,6 +8,7 @@ Prints one table: median over repeats of
   - the tf.data input pipeline alone, without and with augmentation (imgaug flips,
     affine and colour), as images/s;
   - their ratio (pipeline images/s ÷ model images/s; ≥ 3 means the model never waits),
+  - with --xla, the model step again under XLA auto-clustering (``train(..., xla=True)``),
 and the peak RSS of the process.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps / batches per repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--xla", action="store_true", help="also time the step under XLA auto-clustering")
     args = parser.parse_args(argv)
 
     import mrcnn.model as modellib
@@ -74,6 +76,12 @@ def main(argv=None) -> int:
         rows["model step"].append(model_rate())
         rows["pipeline (no augmentation)"].append(_pipeline_rate(plain, args.steps, bs))
         rows["pipeline (imgaug augmentation)"].append(_pipeline_rate(augmented, args.steps, bs))
+    if args.xla:
+        from mrcnn.engine.train import xla_autoclustering
+        with xla_autoclustering():
+            model.keras_model.make_train_function(force=True)  # retrace under auto-clustering
+            model.keras_model.train_on_batch(batches[0])
+            rows["model step (XLA auto-clustering)"] = [model_rate() for _ in range(args.repeats)]
     med = {k: statistics.median(v) for k, v in rows.items()}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -77,11 +77,11 @@ def run_script(args: Sequence[str], env: Dict[str, str] = None, cwd: str = None,
                           text=True, timeout=timeout)
 
 
-def make_lisc_layout(out: str, per_class: int = 4) -> str:
-    """A LISC-layout tree of real leukocytes (shared/tools/make_lisc_layout.py)."""
+def make_lisc_layout(out: str, per_class: int = 4, dataset: str = "dataset2") -> str:
+    """A LISC-layout tree of real leukocytes (shared/tools/make_lisc_layout.py); per_class 0: all."""
     if not os.path.isdir(os.path.join(out, "Main Dataset")):
-        subprocess.run([sys.executable, LISC_TOOL, out, "--per-class", str(per_class)], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, LISC_TOOL, out, "--per-class", str(per_class),
+                        "--dataset", dataset], check=True, capture_output=True)
     return out
 
 

@@ -1,5 +1,4 @@
 """The compact from-scratch backbone and the RPN / mask-head width options (not in Matterport)."""
-import keras
 import numpy as np
 import pytest
 from keras import layers as KL

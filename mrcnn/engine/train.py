@@ -15,6 +15,7 @@ the pipeline are counted and reported; ``strategy=`` (or GPU_COUNT > 1) trains t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Optional, Sequence
@@ -36,7 +37,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
           seed: Optional[int] = None, strategy: Optional[tf.distribute.Strategy] = None,
           steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
           verbose: int = 1, tensorboard: Optional[bool] = None,
-          optimizer: Optional[keras.optimizers.Optimizer] = None) -> keras.callbacks.History:
+          optimizer: Optional[keras.optimizers.Optimizer] = None,
+          xla: bool = False) -> keras.callbacks.History:
     """Train ``model`` (a training-mode :class:`mrcnn.model.MaskRCNN`).
 
     Args:
@@ -54,6 +56,12 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             ``tensorboard`` package is installed, which requirements.txt does).
         optimizer: a Keras optimizer to use instead of Matterport's SGD (e.g. Adam when
             training from scratch); ``learning_rate`` is then ignored.
+        xla: compile with XLA what XLA can compile. The whole step cannot be
+            (``jit_compile=True`` fails: CropAndResize, used by ROIAlign and the mask
+            targets, has no XLA kernel), so this turns on TensorFlow's auto-clustering for
+            the run: XLA takes the clusters of ops it supports and the rest runs as usual.
+            Off by default: on a CPU it was about 7x slower here (data-dependent shapes
+            make it recompile); try it on a GPU with ``benchmarks/train.py --xla``.
     Returns:
         The Keras ``History``.
     Raises:
@@ -117,11 +125,12 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         else:
             model.keras_model.compile(optimizer=optimizer, jit_compile=False)
 
-    history = model.keras_model.fit(
-        train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
-        callbacks=callbacks, validation_data=val_ds,
-        validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
-        verbose=verbose, shuffle=False)
+    with xla_autoclustering(xla):
+        history = model.keras_model.fit(
+            train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
+            callbacks=callbacks, validation_data=val_ds,
+            validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
+            verbose=verbose, shuffle=False)
     if guard.bad_step is not None:
         last = checkpoint.last_saved or _last_checkpoint(model)
         raise NaNLossError(
@@ -139,6 +148,27 @@ def _tensorboard_available() -> bool:
     except ImportError:
         logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return False
+
+
+@contextlib.contextmanager
+def xla_autoclustering(enabled: bool = True):
+    """TensorFlow's XLA auto-clustering for the functions traced inside (restored after).
+
+    On a CPU, TF only auto-clusters with ``--tf_xla_cpu_global_jit`` in ``TF_XLA_FLAGS``;
+    that flag is added (TF reads it when it first builds a cluster).
+    """
+    if not enabled:
+        yield
+        return
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "--tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
+    previous = tf.config.optimizer.get_jit()
+    tf.config.optimizer.set_jit("autoclustering")
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_jit(previous or False)
 
 
 class _null_scope:

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output", help="folder for the PNGs of detections (default: %(default)s)")
     parser.add_argument("--logs", default="logs", help="folder for checkpoints and TensorBoard logs")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.STEPS_PER_EPOCH, help="steps per epoch")
     parser.add_argument("--train-images", type=int, default=1000, help="generated training images")
     parser.add_argument("--val-images", type=int, default=50, help="held-out images for mAP")
@@ -95,8 +95,12 @@ def main(argv=None) -> int:
     if args.optimizer == "adam":
         import keras
         optimizer = keras.optimizers.Adam(learning_rate=args.lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
+    # The last fifth of the epochs at a tenth of the rate settles the boxes and masks.
+    drop = max(1, int(round(args.epochs * 0.8)))
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: args.lr if epoch < drop else args.lr / 10)
     model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
-                optimizer=optimizer)
+                optimizer=optimizer, custom_callbacks=[schedule])
     checkpoint = model.find_last()
     train_time = time.time() - start
 

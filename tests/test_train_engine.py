@@ -224,3 +224,17 @@ def test_mixed_bfloat16_trains_with_float32_box_math(tmp_path):
     report = plain.load_weights(model.find_last(), by_name=True)
     assert report is not None
 
+
+
+@pytest.mark.slow
+def test_xla_autoclustering_trains_and_restores_the_setting(tmp_path):
+    import tensorflow as tf
+    train_ds, val_ds = tiny_datasets()
+    model = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
+    assert not tf.config.optimizer.get_jit()
+    history = model.train(train_ds, None, learning_rate=0.01, epochs=1, layers="all", seed=0,
+                          verbose=0, xla=True)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.epoch == 1 and os.path.isfile(os.path.join(model.log_dir, "mask_rcnn_tiny_0001.h5"))
+    assert not tf.config.optimizer.get_jit()  # back to the default for later functions
+    assert "--tf_xla_cpu_global_jit" in os.environ["TF_XLA_FLAGS"]

@@ -60,8 +60,9 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             (``jit_compile=True`` fails: CropAndResize, used by ROIAlign and the mask
             targets, has no XLA kernel), so this turns on TensorFlow's auto-clustering for
             the run: XLA takes the clusters of ops it supports and the rest runs as usual.
-            Off by default: on a CPU it was about 7x slower here (data-dependent shapes
-            make it recompile); try it on a GPU with ``benchmarks/train.py --xla``.
+            Off by default: on this 2-core CPU the demo's step was 1.0-1.24x as fast with
+            it (``benchmarks/train.py --xla``) after a longer first compile; measure it on
+            your GPU before relying on it.
     Returns:
         The Keras ``History``.
     Raises:

@@ -131,6 +131,43 @@ def adapt_fit_to_strategy(keras_model, strategy: tf.distribute.Strategy) -> None
         keras_model.compute_metrics = compute_metrics_as_vectors
 
 
+def clip_summed_gradients(optimizer, replicas: int) -> None:
+    """Make ``optimizer``'s ``global_clipnorm`` clip the gradient summed over replicas.
+
+    Keras 3 clips in each replica, before the cross-replica sum, so n replicas could step
+    n times further than one, and clipping at c/n instead only matches Matterport (which
+    clipped the gradient of the whole batch) when the replicas' gradients are aligned. Here
+    the per-replica clip is switched off and the clip is applied right after the all-reduce
+    that sums the gradients (the same values on every replica, so they stay in sync); no
+    extra communication. This hooks a private method of Keras' TensorFlow optimizer; when a
+    Keras version lacks it, the fallback clips each replica's share at ``c / replicas``.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps one
+    clipnorm = getattr(inner, "global_clipnorm", None)
+    if not clipnorm or replicas <= 1:
+        return
+    reduce_sum = getattr(inner, "_all_reduce_sum_gradients", None)
+    if reduce_sum is None or getattr(reduce_sum, "_mrcnn_clips", False):
+        if reduce_sum is None:
+            logger.warning("This Keras has no hook for clipping summed gradients: each replica's "
+                           "gradient is clipped at GRADIENT_CLIP_NORM / %d instead", replicas)
+            inner.global_clipnorm = clipnorm / replicas
+        return
+
+    def sum_then_clip(grads_and_vars):
+        summed = reduce_sum(grads_and_vars)
+        present = [i for i, (g, _) in enumerate(summed) if g is not None]
+        clipped, _ = tf.clip_by_global_norm([summed[i][0] for i in present], clipnorm)
+        out = list(summed)
+        for i, g in zip(present, clipped):
+            out[i] = (g, summed[i][1])
+        return out
+
+    sum_then_clip._mrcnn_clips = True
+    inner.global_clipnorm = None  # no clip inside each replica
+    inner._all_reduce_sum_gradients = sum_then_clip
+
+
 def is_multi_worker(strategy: Optional[tf.distribute.Strategy]) -> bool:
     """True when ``strategy`` has replicas in other processes (more replicas than local devices)."""
     if strategy is None:

@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from mrcnn.data.pipeline import InputPipeline
 from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
-from mrcnn.engine.distribute import (adapt_fit_to_strategy, is_multi_worker, rebuild_in_scope,
-                                      resolve_strategy, shard_by_data)
+from mrcnn.engine.distribute import (adapt_fit_to_strategy, clip_summed_gradients, is_multi_worker,
+                                      rebuild_in_scope, resolve_strategy, shard_by_data)
 
 logger = logging.getLogger("mrcnn.train")
 
@@ -115,12 +115,10 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         model.set_trainable(layers, verbose=1 if verbose > 1 else 0)
         replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         if optimizer is None and replicas > 1:
-            # Keras 3 clips each replica's gradient before summing them, so a global-norm clip
-            # of c per replica lets the sum reach n*c. Clip each share at c/n instead: the same
-            # as clipping the summed gradient when the replicas' gradients point the same way,
-            # and never a larger step than one replica would take.
             optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.LEARNING_MOMENTUM,
-                                             global_clipnorm=config.GRADIENT_CLIP_NORM / replicas)
+                                             global_clipnorm=config.GRADIENT_CLIP_NORM)
+        if optimizer is not None and replicas > 1:
+            clip_summed_gradients(optimizer, replicas)
         if optimizer is None:
             model.compile(learning_rate, config.LEARNING_MOMENTUM)
         else:

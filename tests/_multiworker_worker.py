@@ -73,6 +73,20 @@ def main(out_path: str, log_dir: str, init_path: str) -> None:
     for info in train_ds.image_info[1:] + val_ds.image_info:
         info.update(bg_color=first["bg_color"], shapes=first["shapes"])
 
+    # The schedule positions of the training samples this process loads: the pipeline's
+    # per-sample seed is (seed * 7919 + epoch * 1000003 + position) mod 2**31.
+    from mrcnn.data.pipeline import InputPipeline
+    loaded = []
+    sample = InputPipeline.sample
+
+    def recording_sample(self, image_id, sample_seed):
+        if self.dataset is train_ds:
+            v = (int(sample_seed) - 3 * 7_919) % (2 ** 31)
+            loaded.append([v // 1_000_003, v % 1_000_003])  # epoch, position
+        return sample(self, image_id, sample_seed)
+
+    InputPipeline.sample = recording_sample
+
     model = modellib.MaskRCNN("training", Cfg(), log_dir)
     if STRATEGY is None:
         model.keras_model.save_weights(init_path)
@@ -89,7 +103,8 @@ def main(out_path: str, log_dir: str, init_path: str) -> None:
                 tensorboard=False, custom_callbacks=[Record()], strategy=STRATEGY)
     np.savez(out_path + ".weights.npz", *model.keras_model.get_weights())
     epoch = {k: float(v[-1]) for k, v in history.history.items()}
-    result = {"replicas": replicas, "worker": worker_index(), "steps": steps, "epoch": epoch}
+    result = {"replicas": replicas, "worker": worker_index(), "steps": steps, "epoch": epoch,
+              "loaded": loaded, "images": len(train_ds.image_ids)}
     with open(out_path, "w") as f:
         json.dump(result, f)
     print("RESULT", json.dumps(result), flush=True)

@@ -117,6 +117,15 @@ def test_two_workers_on_localhost_match_one_replica(tmp_path):
         for a, b in zip(w["weights"], single["weights"]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
+    # each worker loads only its half of every global batch of 2 (samples 0, 2, 4... of the
+    # seeded stream for worker 0, 1, 3, 5... for worker 1); the single process loads both
+    def stream_parity(result):
+        return [(epoch * result["images"] + pos) % 2 for epoch, pos in result["loaded"]]
+
+    assert set(stream_parity(single)) == {0, 1}
+    for w in workers:
+        assert w["loaded"] and set(stream_parity(w)) == {w["worker"]}, w["loaded"]
+
     # the workers hold one mirrored copy of the model and report the same all-reduced logs
     assert workers[0]["steps"] == workers[1]["steps"]
     assert workers[0]["epoch"] == workers[1]["epoch"]

@@ -83,3 +83,19 @@ def test_too_many_consecutive_errors_raise_naming_the_image():
     pipe = InputPipeline(ds, SmallConfig(), shuffle=False, seed=0, max_errors=2)
     with pytest.raises(Exception, match="in a row failed to load; last was image id 2"):
         _batches(pipe.dataset_fn(epochs=1), 1)
+
+
+def test_shards_split_each_global_batch_between_workers():
+    train, _ = make_datasets(10, 1, seed=6)
+    cfg = type("FourPerBatch", (SmallConfig,), {"IMAGES_PER_GPU": 4})()
+    pipe = InputPipeline(train, cfg, shuffle=True, seed=2)
+    whole = _batches(pipe.dataset_fn(epochs=2), 4)
+    parts = [_batches(pipe.dataset_fn(epochs=2, shard=(i, 2)), 4) for i in range(2)]
+    assert all(p[0][0].shape[0] == 2 for p in parts)  # each worker batches 4 / 2 images
+    for k in range(4):
+        for t in (0, 1, 5, 6):  # image, meta (image id), boxes, masks: the same samples
+            np.testing.assert_array_equal(np.concatenate([parts[0][k][t], parts[1][k][t]]), whole[k][t])
+    with pytest.raises(ValueError, match="divisible"):
+        pipe.dataset_fn(shard=(0, 3))
+    with pytest.raises(ValueError, match="index < count"):
+        pipe.dataset_fn(shard=(2, 2))

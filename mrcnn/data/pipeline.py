@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -137,10 +137,16 @@ class InputPipeline:
             return np.random.permutation(ids)
         return np.random.RandomState((self.seed * 1_000_003 + epoch) % (2 ** 32)).permutation(ids)
 
-    def _schedule(self, first_epoch: int, epochs: Optional[int]):
+    def _schedule(self, first_epoch: int, epochs: Optional[int], shard: Optional[Tuple[int, int, int]] = None):
         epoch = first_epoch
+        served = 0  # samples of the whole stream so far: global batches run across epochs
         while epochs is None or epoch < first_epoch + epochs:
             for pos, image_id in enumerate(self.order(epoch)):
+                served += 1
+                if shard is not None:
+                    index, count, global_batch = shard
+                    if ((served - 1) % global_batch) * count // global_batch != index:
+                        continue
                 if self.seed is None:
                     sample_seed = -1
                 else:
@@ -150,17 +156,32 @@ class InputPipeline:
 
     def dataset_fn(self, batch_size: Optional[int] = None, first_epoch: int = 0, epochs: Optional[int] = None,
                    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE, prefetch: int = tf.data.AUTOTUNE,
-                   drop_remainder: bool = True) -> tf.data.Dataset:
+                   drop_remainder: bool = True,
+                   shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
         """A batched ``tf.data.Dataset`` yielding ``(inputs,)`` with the 7 training inputs.
 
         Args:
             batch_size: default ``config.BATCH_SIZE`` (the global batch under a strategy).
             first_epoch: epoch number of the first image order (to resume mid-schedule).
             epochs: number of passes; None repeats forever (Keras ``steps_per_epoch`` cuts epochs).
+            shard: ``(index, count)``: this is input pipeline ``index`` of ``count`` (one per
+                worker). Each global batch of ``batch_size`` images in the seeded order is cut
+                into ``count`` consecutive parts and only part ``index`` is loaded, batched by
+                ``batch_size // count``; together the pipelines load every image once, in the
+                global batches one pipeline would make (as long as none is skipped).
         """
         batch_size = batch_size or self.config.BATCH_SIZE
+        shard_spec = None
+        if shard is not None:
+            index, count = int(shard[0]), int(shard[1])
+            if count < 1 or not 0 <= index < count or batch_size % count:
+                raise ValueError(f"shard {shard!r}: need 0 <= index < count and batch_size ({batch_size}) "
+                                 f"divisible by count")
+            if count > 1:
+                shard_spec = (index, count, batch_size)
+                batch_size //= count
         schedule = tf.data.Dataset.from_generator(
-            lambda: self._schedule(first_epoch, epochs),
+            lambda: self._schedule(first_epoch, epochs, shard_spec),
             output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
         shapes = self._shapes()
         dtypes = self._dtypes()

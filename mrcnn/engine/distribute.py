@@ -6,9 +6,9 @@ and ``MultiWorkerMirroredStrategy`` across machines (pass ``strategy=``; workers
 ``TF_CONFIG``). The global batch is ``config.BATCH_SIZE = IMAGES_PER_GPU * GPU_COUNT``;
 each replica gets IMAGES_PER_GPU images, which is what the graph's per-image loops
 expect, so GPU_COUNT must equal the number of replicas. With several workers, each runs
-the same seeded input pipeline and keeps its share of every global batch
-(:func:`shard_by_data`); :func:`adapt_fit_to_strategy` gets Keras 3's ``fit`` through a
-multi-worker run.
+the same seeded schedule and loads only its part of every global batch
+(:func:`per_worker_datasets`); :func:`adapt_fit_to_strategy` gets Keras 3's ``fit`` through a
+multi-worker run, and :func:`clip_summed_gradients` clips the gradient of the whole batch.
 
 Mixed precision (``config.MIXED_PRECISION = "mixed_float16"`` on GPUs, or
 ``"mixed_bfloat16"``) is applied the same way: the Keras graph is rebuilt under that dtype
@@ -80,6 +80,24 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def per_worker_datasets(strategy: tf.distribute.Strategy, make_dataset):
+    """A distributed dataset in which each worker loads only its part of each global batch.
+
+    ``make_dataset(shard)`` builds a worker's pipeline for ``shard = (worker, workers)`` (see
+    :meth:`mrcnn.data.pipeline.InputPipeline.dataset_fn`), batched per worker; it is split
+    further between the worker's own replicas here.
+    """
+    def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = make_dataset((context.input_pipeline_id, context.num_input_pipelines))
+        local = strategy.num_replicas_in_sync // context.num_input_pipelines
+        if local > 1:
+            per_replica = int(ds.element_spec[0][0].shape[0]) // local
+            ds = ds.unbatch().batch(per_replica, drop_remainder=True)
+        return ds
+
+    return strategy.distribute_datasets_from_function(fn)
 
 
 def adapt_fit_to_strategy(keras_model, strategy: tf.distribute.Strategy) -> None:

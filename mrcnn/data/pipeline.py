@@ -138,15 +138,14 @@ class InputPipeline:
         return np.random.RandomState((self.seed * 1_000_003 + epoch) % (2 ** 32)).permutation(ids)
 
     def _schedule(self, first_epoch: int, epochs: Optional[int], shard: Optional[Tuple[int, int, int]] = None):
+        index, count, global_batch = shard or (0, 1, 1)
         epoch = first_epoch
-        served = 0  # samples of the whole stream so far: global batches run across epochs
+        served = -1  # index in the whole stream: global batches run across epochs
         while epochs is None or epoch < first_epoch + epochs:
             for pos, image_id in enumerate(self.order(epoch)):
                 served += 1
-                if shard is not None:
-                    index, count, global_batch = shard
-                    if ((served - 1) % global_batch) * count // global_batch != index:
-                        continue
+                if (served % global_batch) * count // global_batch != index:
+                    continue  # another worker's part of this global batch
                 if self.seed is None:
                     sample_seed = -1
                 else:

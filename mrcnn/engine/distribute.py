@@ -68,20 +68,6 @@ def rebuild_in_scope(model, strategy: Optional[tf.distribute.Strategy] = None,
         logger.info("Model rebuilt with dtype policy %s", policy)
 
 
-def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Split ``dataset`` between workers by element rather than by input file.
-
-    The training pipeline reads from a Python generator, not files, so the default AUTO
-    policy can only fall back to DATA after a warning. With DATA every worker runs the same
-    (seeded) pipeline and keeps its own share of each global batch, so the workers together
-    see exactly the batches one replica would. Without a seed each worker shuffles on its
-    own: still a valid stream, but an epoch may repeat some images and miss others.
-    """
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def per_worker_datasets(strategy: tf.distribute.Strategy, make_dataset):
     """A distributed dataset in which each worker loads only its part of each global batch.
 

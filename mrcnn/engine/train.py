@@ -26,8 +26,7 @@ import tensorflow as tf
 from mrcnn.data.pipeline import InputPipeline
 from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
 from mrcnn.engine.distribute import (adapt_fit_to_strategy, clip_summed_gradients, is_multi_worker,
-                                      per_worker_datasets, rebuild_in_scope, resolve_strategy,
-                                      shard_by_data)
+                                      per_worker_datasets, rebuild_in_scope, resolve_strategy)
 
 logger = logging.getLogger("mrcnn.train")
 
@@ -87,22 +86,20 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
                                no_augmentation_sources=no_augmentation_sources, seed=seed, name="train")
     val_pipe = (InputPipeline(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1,
                               name="validation") if val_dataset is not None else None)
-    if is_multi_worker(strategy):
+    multi_worker = is_multi_worker(strategy)
+    if multi_worker:
         # Each worker loads only its part of every global batch.
         train_ds = per_worker_datasets(strategy, lambda shard: train_pipe.dataset_fn(
             first_epoch=model.epoch, shard=shard))
         val_ds = (per_worker_datasets(strategy, lambda shard: val_pipe.dataset_fn(shard=shard))
                   if val_pipe is not None else None)
+        if seed is None:
+            logger.warning("Multi-worker training without seed=: each worker shuffles its own image order")
     else:
         train_ds = train_pipe.dataset_fn(first_epoch=model.epoch)
         val_ds = val_pipe.dataset_fn() if val_pipe is not None else None
     if strategy is not None:
-        if not is_multi_worker(strategy):
-            train_ds = shard_by_data(train_ds)
-            val_ds = shard_by_data(val_ds) if val_ds is not None else None
         adapt_fit_to_strategy(model.keras_model, strategy)
-        if seed is None and is_multi_worker(strategy):
-            logger.warning("Multi-worker training without seed=: each worker shuffles its own image order")
 
     os.makedirs(model.log_dir, exist_ok=True)
     steps = steps_per_epoch or config.STEPS_PER_EPOCH

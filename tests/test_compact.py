@@ -57,3 +57,19 @@ def test_matterport_weights_refuse_a_narrow_rpn(tmp_path):
                               model_dir=str(tmp_path))
     with pytest.raises(WeightsMismatchError, match=r"rpn_conv_shared/kernel.*\(3, 3, 256, 64\).*RPN_CONV_CHANNELS"):
         model.load_weights(REF_H5, by_name=True)
+
+
+def test_compact_model_mixin_sets_the_profile_and_yields_to_overrides():
+    from mrcnn.modeling.compact import CompactModel
+
+    class Mine(CompactModel, Config):
+        NAME = "mine"
+        NUM_CLASSES = 3
+        MASK_HEAD_CHANNELS = 32
+
+    config = Mine()
+    assert config.BACKBONE is small_backbone and config.COMPUTE_BACKBONE_SHAPE is small_backbone_shapes
+    assert (config.RPN_CONV_CHANNELS, config.MASK_HEAD_CHANNELS, config.TOP_DOWN_PYRAMID_SIZE) == (64, 32, 64)
+    again = Mine.from_dict(config.to_dict())
+    assert again.BACKBONE is small_backbone and again.MASK_HEAD_CHANNELS == 32
+    assert Config.RPN_CONV_CHANNELS == 512  # the mixin does not touch Config itself

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["small_backbone", "small_backbone_shapes"]
+__all__ = ["small_backbone", "small_backbone_shapes", "CompactModel"]
 
 
 def small_backbone(input_image, stage5: bool = True, train_bn: Optional[bool] = None,
@@ -53,3 +53,25 @@ def small_backbone_shapes(image_shape) -> np.ndarray:
     """
     return np.array([[int(math.ceil(image_shape[0] / s)), int(math.ceil(image_shape[1] / s))]
                      for s in (4, 8, 16, 32, 64)])
+
+
+class CompactModel:
+    """Config mixin: the compact model for training from scratch on a CPU.
+
+    Put it before the Config base, ``class MyConfig(CompactModel, Config)``, and override
+    as usual. It sets :func:`small_backbone`, 64-channel FPN, RPN conv and mask head (the
+    two together cost ~20x this backbone at Matterport's 512 and 256), a 256-wide
+    classifier and fewer proposals and ROIs. Used by the shapes demo and the LISC sample.
+    """
+    # staticmethod: a plain function as a class attribute would become a bound method.
+    BACKBONE = staticmethod(small_backbone)
+    COMPUTE_BACKBONE_SHAPE = staticmethod(small_backbone_shapes)
+    TOP_DOWN_PYRAMID_SIZE = 64
+    RPN_CONV_CHANNELS = 64
+    MASK_HEAD_CHANNELS = 64
+    FPN_CLASSIF_FC_LAYERS_SIZE = 256
+    PRE_NMS_LIMIT = 1000
+    POST_NMS_ROIS_TRAINING = 300
+    POST_NMS_ROIS_INFERENCE = 100
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
+    TRAIN_ROIS_PER_IMAGE = 32

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.data.formats import LISC_CLASSES, LiscDataset  # noqa: E402
-from mrcnn.modeling.compact import small_backbone, small_backbone_shapes  # noqa: E402
+from mrcnn.modeling.compact import CompactModel  # noqa: E402
 from samples.common import (SampleError, build_parser, evaluate_or_detect,  # noqa: E402
                             make_config, parse_overrides, require_dataset, run_cli,
                             train_model)
@@ -38,33 +38,23 @@ from samples.common import (SampleError, build_parser, evaluate_or_detect,  # no
 VAL_FRACTION = 0.2
 
 
-class LiscConfig(Config):
+class LiscConfig(CompactModel, Config):
     """Five leukocyte classes + background; one or a few large cells per image.
 
-    Sized to train from scratch on a CPU: the compact :func:`small_backbone` through the
-    callable-BACKBONE hook, a 64-channel FPN, RPN conv and mask head (Matterport's ResNet
-    widths would need a GPU or pretrained weights). ``--set BACKBONE='resnet50'`` together
-    with Matterport's widths (``--set RPN_CONV_CHANNELS=512 --set MASK_HEAD_CHANNELS=256
-    --set TOP_DOWN_PYRAMID_SIZE=256``) gives the ResNet model that ``--weights coco`` fits.
+    Sized to train from scratch on a CPU with the compact model
+    (:class:`mrcnn.modeling.compact.CompactModel`: small backbone, 64-channel FPN, RPN conv
+    and mask head; Matterport's ResNet widths would need a GPU or pretrained weights).
+    ``--set BACKBONE='resnet50'`` together with Matterport's widths (``--set
+    RPN_CONV_CHANNELS=512 --set MASK_HEAD_CHANNELS=256 --set TOP_DOWN_PYRAMID_SIZE=256``)
+    gives the ResNet model that ``--weights coco`` fits.
     """
     NAME = "lisc"
     IMAGES_PER_GPU = 4
     NUM_CLASSES = 1 + len(LISC_CLASSES)
-    BACKBONE = staticmethod(small_backbone)
-    COMPUTE_BACKBONE_SHAPE = staticmethod(small_backbone_shapes)
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
     # Cells cover a quarter to most of a 256 px image: no need for the 32 px anchors of COCO.
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
-    TOP_DOWN_PYRAMID_SIZE = 64
-    RPN_CONV_CHANNELS = 64
-    MASK_HEAD_CHANNELS = 64
-    FPN_CLASSIF_FC_LAYERS_SIZE = 256
-    PRE_NMS_LIMIT = 1000
-    POST_NMS_ROIS_TRAINING = 300
-    POST_NMS_ROIS_INFERENCE = 100
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
-    TRAIN_ROIS_PER_IMAGE = 32
     MAX_GT_INSTANCES = 10
     DETECTION_MAX_INSTANCES = 10
     DETECTION_MIN_CONFIDENCE = 0.5

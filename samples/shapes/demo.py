@@ -23,31 +23,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 # TensorFlow's C++ warnings (grappler cost estimates for CropAndResize, ...) would bury the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn.modeling.compact import small_backbone, small_backbone_shapes  # noqa: E402,F401
+from mrcnn.modeling.compact import CompactModel  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, make_datasets  # noqa: E402
 
 
-class DemoConfig(ShapesConfig):
-    """ShapesConfig trimmed for CPU training from scratch."""
+class DemoConfig(CompactModel, ShapesConfig):
+    """ShapesConfig with the compact model (:class:`mrcnn.modeling.compact.CompactModel`)."""
     NAME = "shapes_demo"
     IMAGES_PER_GPU = 4
-    # staticmethod: a plain function as a class attribute would become a bound method.
-    BACKBONE = staticmethod(small_backbone)
-    COMPUTE_BACKBONE_SHAPE = staticmethod(small_backbone_shapes)
-    TOP_DOWN_PYRAMID_SIZE = 64
-    FPN_CLASSIF_FC_LAYERS_SIZE = 256
     RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    PRE_NMS_LIMIT = 1000
-    POST_NMS_ROIS_TRAINING = 300
-    POST_NMS_ROIS_INFERENCE = 100
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
-    TRAIN_ROIS_PER_IMAGE = 32
-    # Matterport's 512-wide RPN conv and 256-wide, 14x14 mask head would cost ~20x the small
-    # backbone per step; shapes need far less (the step drops from ~1 s to ~0.1 s).
+    # 7x7 ROIs and 14x14 masks: shapes' outlines are simple and the step is cheaper.
     MASK_POOL_SIZE = 7
     MASK_SHAPE = [14, 14]
-    RPN_CONV_CHANNELS = 64
-    MASK_HEAD_CHANNELS = 64
     MAX_GT_INSTANCES = 8
     DETECTION_MAX_INSTANCES = 10
     STEPS_PER_EPOCH = 100

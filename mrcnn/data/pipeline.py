@@ -31,6 +31,8 @@ from mrcnn.data.targets import build_rpn_targets
 
 logger = logging.getLogger("mrcnn.data")
 
+STATUS_OK, STATUS_SKIP, STATUS_ERROR = 0, 1, 2
+
 INPUT_NAMES = ("input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
                "input_gt_class_ids", "input_gt_boxes", "input_gt_masks")
 
@@ -62,12 +64,13 @@ class InputPipeline:
         self.max_errors = max_errors
         self.skips = SkipCounter(f"{name} pipeline")
         self._consecutive_errors = 0
+        self._errors = {}  # image id -> last load error, for the message of _check
         self._lock = threading.Lock()
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
 
     # ----------------------------------------------------------------------------------------
     def sample(self, image_id: int, sample_seed: int):
-        """One training sample as numpy arrays plus a validity flag (numpy path, no TF)."""
+        """One training sample as numpy arrays plus a status (``STATUS_*``; numpy path, no TF)."""
         cfg = self.config
         image_id = int(image_id)
         sample_seed = int(sample_seed)
@@ -80,21 +83,15 @@ class InputPipeline:
                 self.dataset, cfg, image_id, augmentation=aug, use_mini_mask=cfg.USE_MINI_MASK,
                 rng=py_rng, augment_seed=sample_seed if sample_seed >= 0 else None)
         except Exception as exc:  # noqa: BLE001 - every failure is logged with the image and counted
-            with self._lock:
-                self._consecutive_errors += 1
-                n = self._consecutive_errors
             logger.error("Skipping image id %s (%s): %s: %s", image_id, _reference(self.dataset, image_id),
                          type(exc).__name__, exc)
             self.skips.add("error", image_id, str(exc))
-            if n > self.max_errors:
-                raise RuntimeError(f"{n} images in a row failed to load; last was image id {image_id} "
-                                   f"({_reference(self.dataset, image_id)}): {exc}") from exc
-            return self._empty(valid=False)
-        with self._lock:
-            self._consecutive_errors = 0
+            with self._lock:
+                self._errors[image_id] = f"{type(exc).__name__}: {exc}"
+            return self._empty(STATUS_ERROR)
         if not np.any(class_ids > 0):
             self.skips.add("no instances", image_id)
-            return self._empty(valid=False)
+            return self._empty(STATUS_SKIP)
 
         rpn_match, rpn_bbox = build_rpn_targets(image.shape, self.anchors, class_ids, boxes, cfg, rng=rng)
         if boxes.shape[0] > cfg.MAX_GT_INSTANCES:
@@ -109,12 +106,32 @@ class InputPipeline:
         gt_masks[:, :, :n] = masks
         return (mold_image(image.astype(np.float32), cfg).astype(np.float32), meta.astype(np.float32),
                 rpn_match[:, None].astype(np.int32), rpn_bbox.astype(np.float32),
-                gt_class_ids, gt_boxes, gt_masks, True)
+                gt_class_ids, gt_boxes, gt_masks, np.int32(STATUS_OK))
 
-    def _empty(self, valid: bool):
+    def _empty(self, status: int):
         shapes = self._shapes()
         dtypes = self._dtypes()
-        return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(shapes, dtypes)) + (valid,)
+        return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(shapes, dtypes)) + (np.int32(status),)
+
+    def _check(self, image_id, status) -> bool:
+        """Runs sequentially, in stream order: counts consecutive load failures.
+
+        Parallel workers finish out of order, so the count is kept here, after the
+        (deterministic) parallel map, where "in a row" means in the order of the schedule.
+        """
+        image_id, status = int(image_id), int(status)
+        if status != STATUS_ERROR:
+            if status == STATUS_OK:
+                self._consecutive_errors = 0
+            return np.bool_(status == STATUS_OK)
+        self._consecutive_errors += 1
+        n = self._consecutive_errors
+        if n > self.max_errors:
+            with self._lock:
+                why = self._errors.get(image_id, "load failed")
+            raise RuntimeError(f"{n} images in a row failed to load; last was image id {image_id} "
+                               f"({_reference(self.dataset, image_id)}): {why}")
+        return np.bool_(False)
 
     def _shapes(self):
         cfg = self.config
@@ -186,13 +203,20 @@ class InputPipeline:
         dtypes = self._dtypes()
 
         def load(image_id, sample_seed):
-            out = tf.numpy_function(self.sample, [image_id, sample_seed], list(dtypes) + [tf.bool],
+            out = tf.numpy_function(self.sample, [image_id, sample_seed], list(dtypes) + [tf.int32],
                                     stateful=True, name="load_sample")
             for t, s in zip(out, list(shapes) + [()]):
                 t.set_shape(s)
-            return tuple(out)
+            return (image_id,) + tuple(out)
+
+        def check(image_id, *x):
+            keep = tf.numpy_function(self._check, [image_id, x[-1]], tf.bool, stateful=True,
+                                     name="check_sample")
+            keep.set_shape(())
+            return x[:-1] + (keep,)
 
         ds = schedule.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+        ds = ds.map(check)  # sequential on purpose: see _check
         ds = ds.filter(lambda *x: x[-1])
         ds = ds.map(lambda *x: (tuple(x[:-1]),))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)

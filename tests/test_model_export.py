@@ -89,11 +89,24 @@ def test_saved_model_reproduces_detect_in_fresh_process(tmp_path):
                         "masks": np.array(r["masks"], bool).reshape(image.shape[:2] + (n,))})
     expected = model.detect(images)
     assert len(expected[0]["class_ids"]) > 10
-    # Same network input: the same detections, masks to a few boundary pixels.
+    # Same network input: the same detections. The SavedModel runs another graph (other
+    # kernel fusion, other summation order), so scores agree to float noise only; with
+    # random weights many detections of one class have scores within that noise of each
+    # other, and the order among them (or which one of a tie makes the cut at
+    # DETECTION_MAX_INSTANCES) may differ. So: the same score profile, and the detections
+    # matched one to one (class, score, box, mask) apart from such ties.
     exact, ref = results[0], expected[0]
-    np.testing.assert_array_equal(exact["class_ids"], ref["class_ids"])
-    np.testing.assert_array_equal(exact["rois"], ref["rois"])
-    np.testing.assert_allclose(exact["scores"], ref["scores"], atol=1e-5)
-    assert (exact["masks"] != ref["masks"]).sum() <= 10
+    assert len(exact["class_ids"]) == len(ref["class_ids"])
+    np.testing.assert_allclose(exact["scores"], ref["scores"], atol=1e-4)
+    assert matched_share(exact, ref) >= 0.95
+    assert matched_share(ref, exact) >= 0.95
+    # Where the order is not in doubt (every earlier score separated by more than the
+    # noise), it is the same detection, box to the pixel.
+    gaps = np.abs(np.diff(ref["scores"]))
+    clear = int(np.argmax(gaps < 1e-4)) if (gaps < 1e-4).any() else len(gaps)
+    assert clear >= 5
+    np.testing.assert_array_equal(exact["class_ids"][:clear], ref["class_ids"][:clear])
+    np.testing.assert_array_equal(exact["rois"][:clear], ref["rois"][:clear])
+    assert (exact["masks"][..., :clear] != ref["masks"][..., :clear]).sum() <= 10
     # The upscaled image goes through the in-graph resize (+-1 on a few pixels).
     assert matched_share(results[1], expected[1]) >= 0.8

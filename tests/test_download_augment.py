@@ -103,3 +103,32 @@ def test_augment_rejects_shape_change():
     import imgaug.augmenters as iaa
     with pytest.raises(ValueError, match="changed the image shape"):
         aug.augment(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 1), bool), iaa.Resize(10))
+
+
+def test_albumentations_moves_masks_geometrically_and_keeps_colour_off_them():
+    A = pytest.importorskip("albumentations")
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[5:15, 2:12] = 100
+    mask = np.zeros((40, 60, 2), bool)
+    mask[5:15, 2:12, 0] = True
+    mask[30:35, 40:50, 1] = True
+    pipe = A.Compose([A.HorizontalFlip(p=1.0), A.RandomBrightnessContrast((0.5, 0.5), (0.0, 0.0), p=1.0)])
+    new_image, new_mask = aug.augment(image, mask, pipe, seed=3)
+    assert new_mask.dtype == bool and new_mask.shape == mask.shape
+    assert new_mask[5:15, 48:58, 0].all() and new_mask[:, :, 0].sum() == 100
+    assert new_mask[30:35, 10:20, 1].all() and new_mask[:, :, 1].sum() == 50
+    # Flipped: the square now sits at columns 48..57; brightened: +0.5 of the range everywhere.
+    assert int(new_image[10, 52, 0]) - int(new_image[10, 5, 0]) == 100
+    assert new_image[10, 5, 0] > 100
+
+
+def test_albumentations_with_a_seed_repeats_and_differs_between_seeds():
+    A = pytest.importorskip("albumentations")
+    rng = np.random.RandomState(0)
+    image = rng.randint(0, 255, (32, 32, 3)).astype(np.uint8)
+    mask = rng.rand(32, 32, 3) > 0.5
+    pipe = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Affine(rotate=(-30, 30), p=1.0)])
+    runs = [aug.augment(image, mask, pipe, seed=s) for s in (7, 7, 8)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert not np.array_equal(runs[0][0], runs[2][0])

@@ -99,3 +99,22 @@ def test_shards_split_each_global_batch_between_workers():
         pipe.dataset_fn(shard=(0, 3))
     with pytest.raises(ValueError, match="index < count"):
         pipe.dataset_fn(shard=(2, 2))
+
+
+def test_albumentations_in_the_training_pipeline_is_deterministic_per_seed():
+    A = pytest.importorskip("albumentations")
+    train, _ = make_datasets(6, 1, seed=4)
+    pipe_aug = A.Compose([A.HorizontalFlip(p=0.5), A.Affine(scale=(0.8, 1.2), p=1.0)])
+
+    def first_batches(workers):
+        pipe = InputPipeline(train, SmallConfig(), shuffle=True, augmentation=pipe_aug, seed=5)
+        ds = pipe.dataset_fn(epochs=1, num_parallel_calls=workers)
+        return [[np.asarray(t) for t in b[0]] for b in ds.take(3)]
+
+    one, four = first_batches(1), first_batches(4)
+    for a, b in zip(one, four):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    plain = InputPipeline(train, SmallConfig(), shuffle=True, seed=5).dataset_fn(epochs=1, num_parallel_calls=1)
+    plain_images = [np.asarray(b[0][0]) for b in plain.take(3)]
+    assert any(not np.array_equal(p, a[0]) for p, a in zip(plain_images, one))

@@ -64,12 +64,18 @@ def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
     masks move together). albumentations pipelines get the masks as a list and apply
     their own geometric-only rule. Any other callable is called as
     ``augmentation(image=..., mask=...)`` and must return ``(image, mask)``.
-    Shapes must be preserved. With ``seed`` an imgaug augmenter is re-seeded under a lock
-    first, so the result depends only on the seed even when several threads share it
-    (albumentations and callables draw from their own generators).
+    Shapes must be preserved. With ``seed`` an imgaug augmenter (or an albumentations >= 2
+    ``Compose``) is re-seeded under a lock first, so the result depends only on the seed even
+    when several threads share it (plain callables draw from their own generators).
     """
     if is_albumentations(augmentation):
-        out = augmentation(image=image, masks=[mask[:, :, i].astype(np.uint8) for i in range(mask.shape[-1])])
+        masks_in = [mask[:, :, i].astype(np.uint8) for i in range(mask.shape[-1])]
+        if seed is not None and hasattr(augmentation, "set_random_seed"):  # albumentations >= 2
+            with _IMGAUG_LOCK:  # the pipeline's generator is shared by the loader threads
+                augmentation.set_random_seed(int(seed) % (2 ** 31))
+                out = augmentation(image=image, masks=masks_in)
+        else:
+            out = augmentation(image=image, masks=masks_in)
         new_image = out["image"]
         masks = out.get("masks", [])
         new_mask = (np.stack(masks, axis=-1) if len(masks) else

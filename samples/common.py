@@ -109,6 +109,9 @@ def build_parser(prog: str, description: str, dataset_help: str,
                              "(default: 'heads' with --weights coco, else 'all')")
     parser.add_argument("--lr", type=float, default=None,
                         help="train: learning rate (default: the config's LEARNING_RATE)")
+    parser.add_argument("--lr-drop", type=float, default=0.8, metavar="FRACTION",
+                        help="train: after this fraction of --epochs the learning rate drops to a "
+                             "tenth for the rest (1 = never) (default: %(default)s)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=default_optimizer,
                         help="train: 'sgd' (Matterport's SGD with momentum) or 'adam' (converges faster "
                              "when training from scratch) (default: %(default)s)")
@@ -342,11 +345,30 @@ def _fit(model, train_ds, val_ds, lr: float, layers: str, augmentation, args: ar
     if getattr(args, "optimizer", "sgd") == "adam":
         import keras
         optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=model.config.GRADIENT_CLIP_NORM)
+    callbacks = []
+    schedule = lr_drop_schedule(lr, model.epoch, args.epochs, getattr(args, "lr_drop", 1.0))
+    if schedule is not None:
+        import keras
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     model.train(train_ds, val_ds, optimizer=optimizer,
                 learning_rate=lr, epochs=model.epoch + args.epochs, layers=layers,
                 augmentation=augmentation, seed=args.seed, steps_per_epoch=args.steps,
                 validation_steps=args.val_steps or None, verbose=args.verbose,
-                tensorboard=importlib.util.find_spec("tensorboard") is not None)
+                tensorboard=importlib.util.find_spec("tensorboard") is not None,
+                custom_callbacks=callbacks)
+
+
+def lr_drop_schedule(lr: float, start_epoch: int, epochs: int, fraction: float):
+    """A Keras ``LearningRateScheduler`` function: ``lr`` for the first ``fraction`` of the
+    ``epochs`` run now (counted from ``start_epoch``, the epoch a resumed checkpoint reached),
+    ``lr / 10`` after; ``None`` when nothing would drop (``fraction >= 1`` or a single epoch).
+    """
+    if fraction >= 1 or epochs < 2:
+        return None
+    if fraction <= 0:
+        raise SampleError(f"--lr-drop must be in (0, 1], got {fraction}")
+    drop_at = start_epoch + max(1, int(round(epochs * fraction)))
+    return lambda epoch, _current: float(lr if epoch < drop_at else lr / 10)
 
 
 def inference_model(args: argparse.Namespace, config, **extra: Any):

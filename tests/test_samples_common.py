@@ -78,6 +78,20 @@ def test_make_config_reports_invalid_values_as_sample_errors():
     assert (inf.BATCH_SIZE, inf.NUM_CLASSES, inf.DETECTION_MIN_CONFIDENCE) == (1, 5, 0.0)
 
 
+def test_lr_drop_schedule_drops_after_the_fraction_of_the_epochs_run_now():
+    fn = common.lr_drop_schedule(0.01, 0, 10, 0.8)
+    assert [fn(e, None) for e in range(10)] == [0.01] * 8 + [0.001] * 2
+    # Resumed at epoch 20 for 5 more: the drop is counted from there (round(4.0) = 4 epochs).
+    fn = common.lr_drop_schedule(0.01, 20, 5, 0.8)
+    assert [fn(e, None) for e in range(20, 25)] == [0.01] * 4 + [0.001]
+    # At least one epoch at the full rate, and no schedule where nothing would drop.
+    assert common.lr_drop_schedule(0.01, 0, 2, 0.1)(0, None) == 0.01
+    assert common.lr_drop_schedule(0.01, 0, 10, 1.0) is None
+    assert common.lr_drop_schedule(0.01, 0, 1, 0.5) is None
+    with pytest.raises(SampleError, match="--lr-drop"):
+        common.lr_drop_schedule(0.01, 0, 10, 0.0)
+
+
 @pytest.mark.parametrize("module", ["samples.coco.coco", "samples.cats.cat", "samples.lisc.lisc",
                                     "samples.custom.custom"])
 def test_every_sample_explains_the_shared_flags(module):

@@ -316,6 +316,10 @@ def train_model(args: argparse.Namespace, config, train_ds, val_ds, augmentation
 
     if len(train_ds.image_ids) == 0:
         raise SampleError("the training set is empty; check --dataset")
+    import keras
+    # --seed fixes the weight initialisation and Keras' own draws too, not only the input order:
+    # two runs of the same command train the same model.
+    keras.utils.set_random_seed(args.seed)
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     resolve_weights(model, args.weights, verbose=args.verbose)
     layers = args.layers or ("heads" if str(args.weights).lower() == "coco" else "all")
@@ -341,14 +345,13 @@ def train_model(args: argparse.Namespace, config, train_ds, val_ds, augmentation
 
 
 def _fit(model, train_ds, val_ds, lr: float, layers: str, augmentation, args: argparse.Namespace) -> None:
+    import keras
     optimizer = None  # train() builds Matterport's SGD with momentum
     if getattr(args, "optimizer", "sgd") == "adam":
-        import keras
         optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=model.config.GRADIENT_CLIP_NORM)
     callbacks = []
     schedule = lr_drop_schedule(lr, model.epoch, args.epochs, getattr(args, "lr_drop", 1.0))
     if schedule is not None:
-        import keras
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     model.train(train_ds, val_ds, optimizer=optimizer,
                 learning_rate=lr, epochs=model.epoch + args.epochs, layers=layers,

@@ -1,5 +1,5 @@
 """The issues' accuracy targets, trained from scratch on this CPU (marker ``acceptance``:
-``pytest -m acceptance``; CI runs them after the slow tests, about 15 minutes together).
+``pytest -m acceptance``; CI runs them after the slow tests, 20 to 25 minutes together).
 
 - The demo (samples/shapes/demo.py, default arguments): mAP@0.5 >= 0.9 on 50 held-out shapes.
 - The LISC sample on wbc_zheng2018 dataset 1 in LISC layout (240 train / 60 held-out cells,

@@ -366,10 +366,10 @@ def lr_drop_schedule(lr: float, start_epoch: int, epochs: int, fraction: float):
     ``epochs`` run now (counted from ``start_epoch``, the epoch a resumed checkpoint reached),
     ``lr / 10`` after; ``None`` when nothing would drop (``fraction >= 1`` or a single epoch).
     """
-    if fraction >= 1 or epochs < 2:
-        return None
     if fraction <= 0:
         raise SampleError(f"--lr-drop must be in (0, 1], got {fraction}")
+    if fraction >= 1 or epochs < 2:
+        return None
     drop_at = start_epoch + max(1, int(round(epochs * fraction)))
     return lambda epoch, _current: float(lr if epoch < drop_at else lr / 10)
 

@@ -9,6 +9,7 @@ Only geometric augmenters may touch masks (a colour jitter must not change a mas
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 from typing import Any, Tuple
@@ -52,7 +53,8 @@ def is_albumentations(augmentation: Any) -> bool:
     return type(augmentation).__module__.startswith("albumentations")
 
 
-_IMGAUG_LOCK = threading.Lock()
+# Re-seeding an augmenter and drawing from it must not interleave between loader threads.
+_SEED_LOCK = threading.Lock()
 
 
 def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
@@ -69,12 +71,11 @@ def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
     when several threads share it (plain callables draw from their own generators).
     """
     if is_albumentations(augmentation):
-        masks_in = [mask[:, :, i].astype(np.uint8) for i in range(mask.shape[-1])]
-        if seed is not None and hasattr(augmentation, "set_random_seed"):  # albumentations >= 2
-            with _IMGAUG_LOCK:  # the pipeline's generator is shared by the loader threads
+        masks_in = list(np.moveaxis(mask.astype(np.uint8), -1, 0))
+        seeded = seed is not None and hasattr(augmentation, "set_random_seed")  # albumentations >= 2
+        with _SEED_LOCK if seeded else contextlib.nullcontext():
+            if seeded:
                 augmentation.set_random_seed(int(seed) % (2 ** 31))
-                out = augmentation(image=image, masks=masks_in)
-        else:
             out = augmentation(image=image, masks=masks_in)
         new_image = out["image"]
         masks = out.get("masks", [])
@@ -87,7 +88,7 @@ def augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
             return augmenter.__class__.__name__ in MASK_AUGMENTERS
 
         if seed is not None:
-            with _IMGAUG_LOCK:
+            with _SEED_LOCK:
                 augmentation.seed_(int(seed) % (2 ** 31))
                 det = augmentation.to_deterministic()
         else:

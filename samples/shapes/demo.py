@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn.modeling.compact import CompactModel  # noqa: E402
+from samples.common import lr_drop_schedule  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, make_datasets  # noqa: E402
 
 
@@ -81,14 +82,12 @@ def main(argv=None) -> int:
           f"(batch {config.BATCH_SIZE}, {args.train_images} images)")
     optimizer = None  # train() then builds Matterport's SGD
     if args.optimizer == "adam":
-        import keras
         optimizer = keras.optimizers.Adam(learning_rate=args.lr, global_clipnorm=config.GRADIENT_CLIP_NORM)
     # The last fifth of the epochs at a tenth of the rate settles the boxes and masks.
-    drop = max(1, int(round(args.epochs * 0.8)))
-    schedule = keras.callbacks.LearningRateScheduler(
-        lambda epoch, lr: args.lr if epoch < drop else args.lr / 10)
+    schedule = lr_drop_schedule(args.lr, 0, args.epochs, 0.8)
+    callbacks = [keras.callbacks.LearningRateScheduler(schedule)] if schedule is not None else []
     model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
-                optimizer=optimizer, custom_callbacks=[schedule])
+                optimizer=optimizer, custom_callbacks=callbacks)
     checkpoint = model.find_last()
     train_time = time.time() - start
 

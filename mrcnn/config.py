@@ -103,6 +103,14 @@ class Config(object):
     TRAIN_BN = False  # Defaulting to False since batch size is often small
     GRADIENT_CLIP_NORM = 5.0
 
+    # Not in Matterport. Training samples that break a rule of mrcnn.data.validate (class
+    # id out of range, mask size/count mismatch, non-0/1 masks, NaN pixels, ...) are
+    # skipped, logged with image id and path, and counted; True raises SampleError instead.
+    STRICT_DATA_CHECKS = False
+    # Not in Matterport. None keeps every epoch's checkpoint (Matterport); N keeps the last
+    # N plus the one with the lowest validation loss (train loss without validation).
+    CHECKPOINTS_KEEP = None
+
     def __init__(self) -> None:
         """Compute derived attributes and validate."""
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
@@ -172,6 +180,12 @@ class Config(object):
             fail(f"LOSS_WEIGHTS has unknown losses {sorted(unknown)}; known: {list(LOSS_NAMES)}")
         if self.MIXED_PRECISION not in (None, "mixed_float16", "mixed_bfloat16"):
             fail(f"MIXED_PRECISION must be None, 'mixed_float16' or 'mixed_bfloat16', got {self.MIXED_PRECISION!r}")
+        if self.STRICT_DATA_CHECKS not in (True, False):
+            fail(f"STRICT_DATA_CHECKS must be True or False, got {self.STRICT_DATA_CHECKS!r}")
+        keep = self.CHECKPOINTS_KEEP
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, np.integer))
+                                 or keep < 1):
+            fail(f"CHECKPOINTS_KEEP must be None (keep all) or a positive integer, got {keep!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail(f"TRAIN_BN must be True, False or None, got {self.TRAIN_BN!r}")
 

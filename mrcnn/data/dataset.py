@@ -42,13 +42,17 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
       ``[H, W, 2]`` grey + alpha → grey repeated, alpha dropped;
       ``[H, W, 4]`` RGBA → alpha dropped (not composited: Matterport's behaviour).
     - ``bool`` → 0 / 255.
-    - Any other non-uint8 dtype (uint16, int32, float) is **min-max stretched**
+    - float whose finite values all lie in 0..1 → times 255 (skimage's float images);
+      float or signed-integer values all in 0..255 → kept as 8-bit levels (rounded),
+      so ``image.astype(float)`` of a uint8 image converts back to that image.
+    - Anything else (uint16/uint32, other value ranges) is **min-max stretched**
       over the whole image (all channels together, so colour balance is kept)
       to 0..255. A right shift (``>> 8``) would keep absolute levels but turns
       typical microscopy (12-bit cameras, or the DSB2018 nuclei image whose
       uint16 values only reach 235) into an all-black picture; stretching keeps
       every image visible, at the cost of per-image rather than absolute
-      intensities. A constant image becomes all zeros. NaNs become 0.
+      intensities. A constant image becomes all zeros. NaNs become 0 (callers
+      that must refuse them, ``detect`` and the training checks, do so first).
 
     Raises:
         ValueError: for arrays that are not 2-D or 3-D with 1 to 4 channels.
@@ -73,15 +77,23 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"image dtype {a.dtype} is not numeric")
     f = a.astype(np.float64)
     finite = np.isfinite(f)
     if not finite.any():
         return np.zeros(a.shape, np.uint8)
     lo, hi = float(f[finite].min()), float(f[finite].max())
+    f = np.where(finite, f, 0.0 if lo >= 0 else lo)
+    if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0 and hi > 0.0:
+        return np.round(f * 255.0).astype(np.uint8)
+    if a.dtype.kind in "fi" and lo >= 0.0 and hi <= 255.0:
+        return np.round(f).astype(np.uint8)
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
-    f = np.where(finite, f, lo)
-    return np.round((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    # halves keep hi - lo finite for values near the float64 limits
+    scale = 255.0 / (hi / 2 - lo / 2)
+    return np.clip(np.round((f / 2 - lo / 2) * scale), 0, 255).astype(np.uint8)
 
 
 def read_image(path: str, image_id: Any = None) -> np.ndarray:

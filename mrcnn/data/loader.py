@@ -17,6 +17,7 @@ from mrcnn.core.image import compose_image_meta, mold_image, resize_image
 from mrcnn.core.masks import minimize_mask, resize_mask
 from mrcnn.data.augment import augment as _augment
 from mrcnn.data.targets import build_detection_targets, build_rpn_targets, generate_random_rois
+from mrcnn.data.validate import SampleError, check_sample
 
 logger = logging.getLogger("mrcnn.data")
 
@@ -40,20 +41,22 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
         image [H, W, 3] uint8, image_meta [12 + NUM_CLASSES], class_ids [N] int32,
         bbox [N, 4] int32 pixel boxes, mask [H, W, N] bool (or [h, w, N] mini masks).
         Instances that are empty after resizing/augmentation are dropped.
+
+    Raises:
+        SampleError: what ``load_image``/``load_mask`` returned breaks a rule of
+            :mod:`mrcnn.data.validate` (class id out of range, mask size or count
+            mismatch, non-0/1 masks, non-finite pixels, ...); the message names the
+            image id and path. ``ImageLoadError``: the file cannot be read.
     """
     if use_mini_mask is None:
         use_mini_mask = config.USE_MINI_MASK
+    reference = _reference(dataset, image_id)
     image = dataset.load_image(image_id)
-    mask, class_ids = dataset.load_mask(image_id)
-    mask = np.asarray(mask)
-    class_ids = np.asarray(class_ids, dtype=np.int32)
-    if mask.ndim == 3 and mask.shape[-1] == 0 and class_ids.shape[0] == 0:
-        mask = np.zeros(image.shape[:2] + (0,), dtype=bool)  # the base Dataset's "no instances"
-    if mask.ndim != 3 or mask.shape[:2] != image.shape[:2] or mask.shape[-1] != class_ids.shape[0]:
-        raise ValueError(
-            f"image id {image_id} ({_reference(dataset, image_id)}): load_mask returned masks of shape "
-            f"{mask.shape} and {class_ids.shape[0]} class ids for an image of shape {image.shape}; expected "
-            f"[{image.shape[0]}, {image.shape[1]}, N] masks and N class ids")
+    loaded = dataset.load_mask(image_id)
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 2:
+        raise SampleError(f"image id {image_id} ({reference}): load_mask must return (masks, class_ids), "
+                          f"got {type(loaded).__name__}")
+    image, mask, class_ids = check_sample(image, loaded[0], loaded[1], config, image_id, reference)
     original_shape = image.shape
     image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
@@ -147,6 +150,8 @@ def data_generator(dataset, config, shuffle: bool = True, augment: bool = False,
         except (GeneratorExit, KeyboardInterrupt):
             raise
         except Exception as exc:
+            if isinstance(exc, SampleError) and getattr(config, "STRICT_DATA_CHECKS", False):
+                raise
             consecutive_errors += 1
             logger.exception("Error processing image id %s (%s)", image_id, _reference(dataset, image_id))
             skips.add("error", image_id, str(exc))

@@ -28,6 +28,7 @@ from mrcnn.core.anchors import get_pixel_anchors
 from mrcnn.core.image import mold_image
 from mrcnn.data.loader import SkipCounter, _reference, load_image_gt
 from mrcnn.data.targets import build_rpn_targets
+from mrcnn.data.validate import SampleError
 
 logger = logging.getLogger("mrcnn.data")
 
@@ -83,6 +84,9 @@ class InputPipeline:
                 self.dataset, cfg, image_id, augmentation=aug, use_mini_mask=cfg.USE_MINI_MASK,
                 rng=py_rng, augment_seed=sample_seed if sample_seed >= 0 else None)
         except Exception as exc:  # noqa: BLE001 - every failure is logged with the image and counted
+            if isinstance(exc, SampleError) and getattr(cfg, "STRICT_DATA_CHECKS", False):
+                self.strict_error = exc  # train() re-raises it as itself, not wrapped by TF
+                raise
             logger.error("Skipping image id %s (%s): %s: %s", image_id, _reference(self.dataset, image_id),
                          type(exc).__name__, exc)
             self.skips.add("error", image_id, str(exc))

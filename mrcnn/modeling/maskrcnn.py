@@ -551,9 +551,16 @@ class MaskRCNN(object):
 
     def _mold_one(self, image: np.ndarray, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = _check_image(image, index, self.config.IMAGE_CHANNEL_COUNT)
-        molded, window, scale, _, _ = resize_image(
-            image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
-            max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
+        try:
+            molded, window, scale, _, _ = resize_image(
+                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
+                max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
+        except ValueError as e:
+            raise ImageInputError(f"image {index}: cannot be resized ({e})") from None
+        if window[2] <= window[0] or window[3] <= window[1]:
+            raise ImageInputError(f"image {index}: shape {image.shape} is too thin to resize "
+                                  f"(it becomes {window[2] - window[0]}x{window[3] - window[1]} "
+                                  f"pixels at IMAGE_MAX_DIM={self.config.IMAGE_MAX_DIM})")
         molded = mold_image(molded, self.config)
         meta = compose_image_meta(0, image.shape, molded.shape, window, scale,
                                   np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
@@ -574,7 +581,9 @@ class MaskRCNN(object):
                 molded shapes differ (``none``/``pad64`` modes with different
                 sizes; :meth:`detect` groups those itself).
         """
-        parts = [self._mold_one(image, i) for i, image in enumerate(images)]
+        parts = [self._mold_one(image, i) for i, image in enumerate(_as_image_list(images))]
+        if not parts:
+            raise ImageInputError("mold_inputs() got no images")
         if len({p[0].shape for p in parts}) > 1:
             raise ImageInputError("the images mold to different shapes "
                                   f"{sorted({p[0].shape for p in parts})}; call mold_inputs "
@@ -647,7 +656,9 @@ class MaskRCNN(object):
         several threads.
 
         Args:
-            images: list of ``[H, W, C]`` uint8 images (C = IMAGE_CHANNEL_COUNT).
+            images: list of images, each what ``Dataset.load_image`` accepts (``[H, W, 3]``
+                uint8; grey, RGBA, PIL, bool, 16-bit, float 0..1/0..255: see
+                :func:`_check_image`). Bad ones raise :class:`ImageInputError`.
 
         Returns:
             One dict per image: ``rois [N, 4]`` int32 pixel boxes (y1, x1, y2, x2;
@@ -672,8 +683,9 @@ class MaskRCNN(object):
             metas = np.stack([parts[i][1] for i in idx])
             detections, mrcnn_mask = self._run_batches(molded, metas)
             for j, i in enumerate(idx):
+                original_shape = tuple(int(v) for v in parts[i][1][1:4])  # after conversion
                 rois, class_ids, scores, masks = self.unmold_detections(
-                    detections[j], mrcnn_mask[j], images[i].shape, shape, parts[i][2])
+                    detections[j], mrcnn_mask[j], original_shape, shape, parts[i][2])
                 results[i] = {"rois": rois, "class_ids": class_ids, "scores": scores,
                               "masks": masks}
         return results
@@ -739,28 +751,37 @@ def _make_predict_fn(keras_model: keras.Model, config):
     return predict
 
 
-def _as_image_list(images) -> List[np.ndarray]:
+def _as_image_list(images) -> List[Any]:
+    """The images of a ``detect``/``mold_inputs`` call as a list (not yet checked)."""
+    if images is None:
+        raise ImageInputError("expected a list of images, got None")
     if isinstance(images, np.ndarray):
-        if images.ndim == 3:
+        if images.ndim in (2, 3):
             raise ImageInputError("detect() takes a list of images; got a single image array "
                                   f"of shape {images.shape} (wrap it in a list)")
-        images = list(images)
+        if images.ndim != 4:
+            raise ImageInputError(f"expected a list of images or an array [N, H, W, C], got an "
+                                  f"array of shape {images.shape}")
+        return list(images)
+    if isinstance(images, (str, bytes, dict)) or hasattr(images, "getpalette") \
+            or not hasattr(images, "__iter__"):
+        raise ImageInputError(f"expected a list of images, got {type(images).__name__}")
     return list(images)
 
 
 def _check_image(image, index: int, channels: int) -> np.ndarray:
-    """Validate one input image; return it as an ndarray."""
-    if not isinstance(image, np.ndarray):
-        try:
-            image = np.asarray(image)
-        except Exception as e:  # noqa: BLE001 - reported with the image index
-            raise ImageInputError(f"image {index}: cannot convert {type(image).__name__} "
-                                  f"to an array: {e}") from e
-    if image.ndim != 3 or image.shape[-1] != channels:
-        raise ImageInputError(f"image {index}: expected shape [H, W, {channels}], got "
-                              f"{image.shape} (IMAGE_CHANNEL_COUNT={channels})")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ImageInputError(f"image {index}: empty image of shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) and image.dtype != bool:
-        raise ImageInputError(f"image {index}: dtype {image.dtype} is not numeric")
-    return image
+    """Validate and convert one input image (see :func:`mrcnn.data.validate.check_image_array`).
+
+    With ``channels == 3`` the image goes through the same ``to_rgb_uint8`` as
+    ``Dataset.load_image``: grey ``[H, W]`` / ``[H, W, 1]``, grey+alpha, RGBA, PIL images
+    (palette included), bool, 16-bit and float (0..1 or 0..255) become ``uint8 [H, W, 3]``.
+
+    Raises:
+        ImageInputError: None, non-numeric or ragged input, wrong rank/channels, an empty
+            image, or NaN/inf values; the message starts with ``image <index>:``.
+    """
+    from mrcnn.data.validate import check_image_array
+    try:
+        return check_image_array(image, channels)
+    except ValueError as e:
+        raise ImageInputError(f"image {index}: {e}") from None

@@ -117,6 +117,9 @@ def build_parser(prog: str, description: str, dataset_help: str,
                              "when training from scratch) (default: %(default)s)")
     parser.add_argument("--augment", action="store_true",
                         help="train: augment the training images (random flips; see the sample)")
+    parser.add_argument("--keep", metavar="N", type=int, default=3,
+                        help="checkpoints kept: the N newest plus the lowest validation loss "
+                             "(default: %(default)s; 0 keeps all, as Matterport)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/val split and of the input order (default: %(default)s)")
     parser.add_argument("--images", metavar="DIR", default=None,
@@ -358,7 +361,17 @@ def _fit(model, train_ds, val_ds, lr: float, layers: str, augmentation, args: ar
                 augmentation=augmentation, seed=args.seed, steps_per_epoch=args.steps,
                 validation_steps=args.val_steps or None, verbose=args.verbose,
                 tensorboard=importlib.util.find_spec("tensorboard") is not None,
-                custom_callbacks=callbacks)
+                custom_callbacks=callbacks, keep=checkpoint_keep(args))
+
+
+def checkpoint_keep(args: argparse.Namespace) -> Optional[int]:
+    """``--keep N`` as ``train(keep=...)``: None (all) for 0, SampleError for negatives."""
+    keep = getattr(args, "keep", 3)
+    if keep is None or keep == 0:
+        return None
+    if keep < 0:
+        raise SampleError(f"--keep must be >= 0 (0 keeps every checkpoint), got {keep}")
+    return int(keep)
 
 
 def lr_drop_schedule(lr: float, start_epoch: int, epochs: int, fraction: float):

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn.data.pipeline import InputPipeline
+from mrcnn.data.validate import check_dataset
 from mrcnn.engine.callbacks import MatterportCheckpoint, NaNLossError, SkipReport, StopOnNaN
 from mrcnn.engine.distribute import (adapt_fit_to_strategy, clip_summed_gradients, is_multi_worker,
                                       per_worker_datasets, rebuild_in_scope, resolve_strategy)
@@ -38,7 +39,7 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
           steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
           verbose: int = 1, tensorboard: Optional[bool] = None,
           optimizer: Optional[keras.optimizers.Optimizer] = None,
-          xla: bool = False) -> keras.callbacks.History:
+          xla: bool = False, keep: Optional[int] = None) -> keras.callbacks.History:
     """Train ``model`` (a training-mode :class:`mrcnn.model.MaskRCNN`).
 
     Args:
@@ -63,10 +64,15 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             Off by default: on this 2-core CPU the demo's step was 1.0-1.24x as fast with
             it (``benchmarks/train.py --xla``) after a longer first compile; measure it on
             your GPU before relying on it.
+        keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest
+            validation loss (train loss without validation); older ones are deleted.
+            Default ``config.CHECKPOINTS_KEEP``, whose default None keeps all (Matterport).
     Returns:
         The Keras ``History``.
     Raises:
         NaNLossError: the loss became NaN or infinite.
+        SampleError: a bad sample, when ``config.STRICT_DATA_CHECKS`` is True (otherwise
+            bad samples are skipped, logged and counted).
     """
     if model.mode != "training":
         raise ValueError("Create the model in training mode: MaskRCNN(mode='training', ...)")
@@ -82,6 +88,9 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     if strategy is not None or policy is not None:
         rebuild_in_scope(model, strategy, policy)
 
+    check_dataset(train_dataset, config, "train")
+    if val_dataset is not None:
+        check_dataset(val_dataset, config, "validation")
     train_pipe = InputPipeline(train_dataset, config, shuffle=True, augmentation=augmentation,
                                no_augmentation_sources=no_augmentation_sources, seed=seed, name="train")
     val_pipe = (InputPipeline(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1,
@@ -104,7 +113,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
     os.makedirs(model.log_dir, exist_ok=True)
     steps = steps_per_epoch or config.STEPS_PER_EPOCH
     guard = StopOnNaN(steps)
-    checkpoint = MatterportCheckpoint(model, model.checkpoint_path, guard=guard)
+    checkpoint = MatterportCheckpoint(model, model.checkpoint_path, guard=guard,
+                                      keep=keep if keep is not None else config.CHECKPOINTS_KEEP)
     callbacks = [guard, checkpoint, SkipReport(train_pipe, val_pipe)]
     if tensorboard is None:
         tensorboard = _tensorboard_available()
@@ -130,7 +140,7 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         else:
             model.keras_model.compile(optimizer=optimizer, jit_compile=False)
 
-    with xla_autoclustering(xla):
+    with xla_autoclustering(xla), _strict_errors_unwrapped(train_pipe, val_pipe):
         history = model.keras_model.fit(
             train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
             callbacks=callbacks, validation_data=val_ds,
@@ -174,6 +184,23 @@ def xla_autoclustering(enabled: bool = True):
         yield
     finally:
         tf.config.optimizer.set_jit(previous or False)
+
+
+@contextlib.contextmanager
+def _strict_errors_unwrapped(*pipelines):
+    """Re-raise a pipeline's strict-mode :class:`SampleError` as itself.
+
+    Raised inside ``tf.numpy_function`` it reaches ``fit`` wrapped in a TensorFlow
+    error with a long traceback; the pipeline keeps the original for this.
+    """
+    try:
+        yield
+    except Exception:
+        for p in pipelines:
+            error = getattr(p, "strict_error", None)
+            if error is not None:
+                raise error from None
+        raise
 
 
 class _null_scope:

@@ -1,7 +1,10 @@
 """Export an inference model as a TensorFlow SavedModel for serving.
 
-The serving function ``serve`` takes one uint8 RGB image ``[H, W, 3]`` of any
-size and does everything ``MaskRCNN.detect`` does, inside the graph:
+The serving function ``serve`` takes one uint8 image ``[H, W, C]`` of any
+size (C = 3 RGB; for 3-channel models also 1 grey, 2 grey+alpha, 4 RGBA, converted as
+``Dataset.load_image`` does; other dtypes: convert with
+:func:`mrcnn.data.dataset.to_rgb_uint8` first; an empty image or 5+ channels fail with
+an ``InvalidArgumentError`` saying so) and does everything ``MaskRCNN.detect`` does, inside the graph:
 ``square`` resizing exactly as ``resize_image`` (bilinear weights of
 skimage's ``order=1`` resize, truncation to uint8, centred zero padding),
 mean subtraction, image meta, anchors, the network, and unmolding to pixel
@@ -106,6 +109,28 @@ def _paste_masks(masks: tf.Tensor, boxes: tf.Tensor, height, width) -> tf.Tensor
     return tf.transpose(full, [1, 2, 0])
 
 
+def _checked_rgb(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """Refuse empty images; for 3-channel models convert uint8 grey/grey+alpha/RGBA to RGB.
+
+    The rules of :func:`mrcnn.data.dataset.to_rgb_uint8` for uint8 input (alpha dropped,
+    grey repeated), so the SavedModel takes what ``detect`` takes in uint8.
+    """
+    shape = tf.shape(image)
+    checks = [tf.debugging.assert_positive(
+        shape[:2], message="image is empty: need height and width >= 1")]
+    if channels != 3:
+        with tf.control_dependencies(checks):
+            return tf.identity(image)
+    checks.append(tf.debugging.assert_less_equal(
+        shape[2], 4, message="image must have 1 to 4 channels (grey, grey+alpha, RGB, RGBA)"))
+    checks.append(tf.debugging.assert_positive(shape[2], message="image has 0 channels"))
+    with tf.control_dependencies(checks):
+        image = tf.identity(image)
+    grey = tf.tile(image[:, :, :1], [1, 1, 3])
+    rgb = tf.cond(shape[2] >= 3, lambda: image[:, :, :3], lambda: grey)
+    return tf.ensure_shape(rgb, [None, None, 3])
+
+
 def serving_fn(model):
     """The ``serve(image)`` tf.function for a MaskRCNN inference model."""
     config = model.config
@@ -121,8 +146,11 @@ def serving_fn(model):
     mean_pixel = tf.constant(np.asarray(config.MEAN_PIXEL, np.float64))
     num_classes = int(config.NUM_CLASSES)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, channels], tf.uint8, name="image")])
+    spec_channels = None if channels == 3 else channels
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, spec_channels], tf.uint8, name="image")])
     def serve(image):
+        image = _checked_rgb(image, channels)
         shape = tf.shape(image)
         height, width = shape[0], shape[1]
         pixels, window, scale = _resize_square(image, config.IMAGE_MIN_DIM, max_dim,

@@ -100,7 +100,8 @@ def _open_h5(filepath: str) -> h5py.File:
     try:
         if not h5py.is_hdf5(filepath):
             raise WeightsFileError(
-                f"{filepath!r} is not an HDF5 file (size {os.path.getsize(filepath)} bytes); "
+                f"{filepath!r} is not an HDF5 file ({_describe_file(filepath)}, "
+                f"{os.path.getsize(filepath)} bytes); "
                 "expected a Keras/Matterport .h5 weights file such as mask_rcnn_coco.h5")
         return h5py.File(filepath, "r")
     except WeightsFileError:
@@ -108,6 +109,27 @@ def _open_h5(filepath: str) -> h5py.File:
     except (OSError, ValueError) as e:
         raise WeightsFileError(f"cannot read HDF5 file {filepath!r} (truncated or corrupt "
                                f"download?): {e}") from e
+
+
+def _describe_file(filepath: str) -> str:
+    """What a non-HDF5 file looks like, from its first bytes (for error messages)."""
+    with open(filepath, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the weights: run git lfs pull or download the file"
+    if head.lstrip()[:1] == b"<" and b"html" in head.lower():
+        return "an HTML page: a failed download?"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file: unpack it first"
+    if head.startswith(b"\x80") or head.startswith(b"PK"):
+        return "a pickle/zip file (PyTorch or other), not Keras"
+    try:
+        text = head.decode("utf8")
+        return f"a text file starting {text[:40]!r}"
+    except UnicodeDecodeError:
+        return "binary data of an unknown format"
 
 
 def _weights_group(f: h5py.File, filepath: str) -> Optional[h5py.Group]:
@@ -177,6 +199,8 @@ def _check_shapes(layer, values: List[np.ndarray]) -> Optional[str]:
         return (f"model layer has {len(variables)} weights "
                 f"({', '.join(v.name for v in variables)}), file has {len(values)}")
     for v, value in zip(variables, values):
+        if value.dtype.kind not in "fiub":
+            return f"weight {getattr(v, 'path', v.name)}: file holds {value.dtype} data, not numbers"
         if tuple(v.shape) != tuple(value.shape):
             return f"weight {getattr(v, 'path', v.name)}: model shape {tuple(v.shape)}, file shape {tuple(value.shape)}"
     return None
@@ -187,15 +211,65 @@ def _is_full_model_file(file_layers: Iterable[str]) -> bool:
     return any(n.startswith(_HEAD_PREFIXES) for n in file_layers)
 
 
-def _load_keras_native(model, filepath: str, report: LoadReport) -> LoadReport:
+def _native_arrays(f: h5py.File) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(path, shape) of every array in a Keras 3 ``.weights.h5`` (metadata only, no data read)."""
+    out: List[Tuple[str, Tuple[int, ...]]] = []
+    f.visititems(lambda name, obj: out.append((name, tuple(obj.shape)))
+                 if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _check_native_fits(model, arrays: List[Tuple[str, Tuple[int, ...]]], filepath: str,
+                       what: str) -> None:
+    """Raise before Keras sees a native file of another model (Keras would warn per layer)."""
+    model_shapes = sorted(tuple(int(d) for d in v.shape) for v in model.weights)
+    file_shapes = sorted(shape for _, shape in arrays)
+    if model_shapes == file_shapes:
+        return
+    example = ", ".join(f"{n} {s}" for n, s in arrays[:2]) or "none"
+    raise WeightsMismatchError(
+        f"{filepath!r} is a {what} of a different model: it holds {len(arrays)} arrays (e.g. "
+        f"{example}), this Mask R-CNN has {len(model_shapes)} weights of other shapes; expected a "
+        "Matterport-layout .h5 (e.g. mask_rcnn_coco.h5) or a file saved by save_weights() of a "
+        "model with the same config")
+
+
+def _load_keras_native(model, filepath: str, report: LoadReport,
+                       arrays: Optional[List[Tuple[str, Tuple[int, ...]]]] = None) -> LoadReport:
+    what = "Keras 3 .keras archive" if arrays is None else "Keras 3 native weights file"
+    if arrays is None:
+        arrays = _keras_archive_arrays(filepath)
+    _check_native_fits(model, arrays, filepath, what)
     if not (filepath.endswith(".weights.h5") or filepath.endswith(".keras")):
         raise WeightsFileError(
             f"{filepath!r} is a Keras 3 native weights file; Keras only reads it under a "
             "name ending in '.weights.h5' (rename it)")
-    model.load_weights(filepath)
+    import warnings
+    try:
+        with warnings.catch_warnings():  # Keras warns once per layer it cannot match
+            warnings.simplefilter("ignore")
+            model.load_weights(filepath)
+    except Exception as e:  # noqa: BLE001 - Keras' own message is many lines long
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsMismatchError(f"{filepath!r} ({what}) does not fit this Mask R-CNN: {first}; "
+                                   "expected a file saved by save_weights() of a model with the "
+                                   "same config") from None
     report.keras_native = True
     report.loaded = [l.name for l in model.layers if l.weights]
     return report
+
+
+def _keras_archive_arrays(filepath: str) -> List[Tuple[str, Tuple[int, ...]]]:
+    """The arrays of the ``model.weights.h5`` inside a ``.keras`` zip."""
+    try:
+        with zipfile.ZipFile(filepath) as z:
+            if "model.weights.h5" not in z.namelist():
+                raise WeightsFileError(f"{filepath!r} is a zip archive without model.weights.h5; "
+                                       "expected a Keras .keras model or an .h5 weights file")
+            with z.open("model.weights.h5") as member, h5py.File(member, "r") as f:
+                return _native_arrays(f)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise WeightsFileError(f"cannot read the Keras archive {filepath!r}: {e}") from None
 
 
 def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
@@ -230,17 +304,27 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
             missing/extra layers in strict mode, shape mismatches). Nothing is
             assigned when this is raised.
     """
+    if not isinstance(filepath, (str, os.PathLike)):
+        raise WeightsFileError(f"weights path must be a str or os.PathLike, got "
+                               f"{type(filepath).__name__}")
     filepath = os.fspath(filepath)
     exclude = list(exclude or [])
     if exclude:
         by_name = True
     report = LoadReport(filepath=filepath, by_name=by_name)
-    if filepath.endswith(".keras") and zipfile.is_zipfile(filepath):
+    if os.path.isfile(filepath) and zipfile.is_zipfile(filepath):
+        if not filepath.endswith(".keras"):
+            raise WeightsFileError(f"{filepath!r} is a zip archive, not an HDF5 weights file; "
+                                   "expected a Matterport/Keras .h5 (or a Keras 3 .keras model)")
         return _load_keras_native(model, filepath, report)
     with _open_h5(filepath) as f:
         group = _weights_group(f, filepath)
         if group is None:
-            return _load_keras_native(model, filepath, report)
+            arrays = _native_arrays(f)
+    if group is None:
+        return _load_keras_native(model, filepath, report, arrays)
+    with _open_h5(filepath) as f:
+        group = _weights_group(f, filepath)
         file_names = read_layer_names(group)
         missing_groups = [n for n in file_names if n not in group]
         if missing_groups:

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn.modeling.compact import CompactModel  # noqa: E402
-from samples.common import lr_drop_schedule  # noqa: E402
+from samples.common import checkpoint_keep, lr_drop_schedule  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, make_datasets  # noqa: E402
 
 
@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", type=int, default=8, help="how many detection PNGs to write")
     parser.add_argument("--lr", type=float, default=DemoConfig.LEARNING_RATE, help="learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the input order")
+    parser.add_argument("--keep", type=int, default=3,
+                        help="checkpoints kept: the N newest plus the best validation loss "
+                             "(default: %(default)s; 0 keeps all 40, about 270 MB)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                         help="adam (default; converges fast from scratch) or sgd (Matterport's SGD + momentum)")
     args = parser.parse_args(argv)
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
     schedule = lr_drop_schedule(args.lr, 0, args.epochs, 0.8)
     callbacks = [keras.callbacks.LearningRateScheduler(schedule)] if schedule is not None else []
     model.train(train_ds, val_ds, learning_rate=args.lr, epochs=args.epochs, layers="all", seed=args.seed,
-                optimizer=optimizer, custom_callbacks=callbacks)
+                optimizer=optimizer, custom_callbacks=callbacks, keep=checkpoint_keep(args))
     checkpoint = model.find_last()
     train_time = time.time() - start
 

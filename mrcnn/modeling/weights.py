@@ -333,6 +333,12 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = False,
         file_weighted = [n for n in file_names if len(group[n].attrs.get("weight_names", [])) > 0
                          and n not in _CONSTANT_LAYERS]
         model_weighted = [l for l in model.layers if l.weights]
+        if file_weighted and not set(file_weighted) & {l.name for l in model_weighted}:
+            raise WeightsMismatchError(
+                f"{filepath!r} is a Keras h5 weights file of another model: none of its "
+                f"{len(file_weighted)} layers (e.g. {file_weighted[:3]}) is a layer of this "
+                "Mask R-CNN; expected a Matterport-layout .h5 such as mask_rcnn_coco.h5 or "
+                "the ImageNet ResNet weights")
         if by_name:
             all_names = [l.name for l in model.layers] + file_names
             pairs = _pair_by_name(model_weighted, file_weighted, exclude, report, strict, filepath,

@@ -281,3 +281,26 @@ def test_data_generator_skips_and_counts_bad_samples_or_raises_when_strict():
     with pytest.raises(SampleError, match=r"image id 1 \(/data/img1.png\): load_image returned a bad image: "
                                           r"image has 4800 non-finite values"):
         next(gen)
+
+
+def test_augmentation_returning_nan_or_float_masks():
+    ds = _Bad({})
+
+    def nan_aug(image, mask):
+        return image.astype(np.float32) * np.nan, mask
+    with pytest.raises(SampleError, match=r"image id 0 \(/data/img0.png\): the augmentation returned an "
+                                          r"image of dtype float32 with non-finite"):
+        load_image_gt(ds, Cfg(), 0, augmentation=nan_aug)
+
+    def float_mask_aug(image, mask):
+        return image, mask.astype(np.float32) * 0.9
+    _, _, ids, boxes, masks = load_image_gt(ds, Cfg(), 0, augmentation=float_mask_aug, use_mini_mask=False)
+    assert masks.dtype == bool and ids.tolist() == [2] and boxes.tolist() == [[8, 13, 32, 48]]
+
+
+def test_huge_finite_image_values_are_stretched_not_overflowed():
+    image = np.zeros((20, 30, 3))
+    image[0, 0] = 1e308
+    image[1, 1] = -1e308
+    out, _, _ = _check(image=image)
+    assert out[0, 0, 0] == 255 and out[1, 1, 0] == 0 and out[2, 2, 0] == 128

@@ -237,3 +237,32 @@ def test_bad_weight_files_give_one_clear_line_and_no_warnings(model, tmp_path, c
             assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")], name
     for a, w in zip(before, model.keras_model.weights[:3]):  # nothing was assigned
         np.testing.assert_array_equal(a, w.numpy())
+
+
+def test_keras_native_file_of_another_class_count_names_the_shapes(model, tmp_path):
+    other = MaskRCNN("inference", small_config(NUM_CLASSES=3), str(tmp_path))
+    path = str(tmp_path / "three.weights.h5")
+    other.save_weights(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsMismatchError, match=r"three.weights.h5' is a Keras 3 native weights file "
+                                                       r"of a different model: it holds \d+ arrays like this "
+                                                       r"Mask R-CNN, but \d+ of them have other shapes .* "
+                                                       r"another NUM_CLASSES"):
+            model.load_weights(path)
+    assert not caught
+    # and this model's own native file still loads
+    own = str(tmp_path / "own.weights.h5")
+    model.save_weights(own)
+    assert model.load_weights(own).keras_native
+
+
+def test_detect_molded_refuses_nan_and_object_arrays_of_images_work(model):
+    molded, metas, _ = model.mold_inputs([_rgb(40, 40), _rgb(40, 40, seed=1)])
+    molded[1, 3, 3, 0] = np.nan
+    with pytest.raises(ImageInputError, match=r"image 1: molded image has non-finite"):
+        model.detect_molded(molded, metas)
+    mixed = np.empty(2, dtype=object)
+    mixed[0], mixed[1] = _rgb(40, 40), _rgb(30, 50)
+    for got, want in zip(model.detect(mixed), model.detect([mixed[0], mixed[1]])):
+        _same(got, want)

@@ -70,6 +70,7 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
             mask = np.fliplr(mask)
     if augmentation:
         image, mask = _augment(image, mask, augmentation, seed=augment_seed)
+        image, mask = _check_augmented(image, mask, image_id, reference)
 
     # Crops and augmentation can leave instances without pixels.
     keep = np.sum(mask, axis=(0, 1)) > 0
@@ -84,6 +85,17 @@ def load_image_gt(dataset, config, image_id: int, augment: bool = False, augment
         mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
     image_meta = compose_image_meta(image_id, original_shape, image.shape, window, scale, active_class_ids)
     return image, image_meta, class_ids, bbox, mask
+
+
+def _check_augmented(image, mask, image_id, reference: str):
+    """A user's augmentation callable may return floats: refuse NaN/inf, keep masks bool."""
+    image, mask = np.asarray(image), np.asarray(mask)
+    if image.dtype.kind not in "biuf" or (image.dtype.kind == "f" and not np.isfinite(image).all()):
+        raise SampleError(f"image id {image_id} ({reference}): the augmentation returned an image of "
+                          f"dtype {image.dtype} with non-finite or non-numeric values")
+    if mask.dtype != bool:
+        mask = mask > 0.5 if mask.dtype.kind == "f" else mask != 0
+    return image, mask
 
 
 def _reference(dataset, image_id) -> str:

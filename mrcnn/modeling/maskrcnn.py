@@ -699,6 +699,11 @@ class MaskRCNN(object):
         molded_images = np.asarray(molded_images)
         if molded_images.ndim != 4:
             raise ImageInputError(f"molded_images must be [N, H, W, C], got shape {molded_images.shape}")
+        if molded_images.dtype.kind not in "biuf" or not np.isfinite(molded_images).all():
+            bad = [i for i, m in enumerate(molded_images)
+                   if m.dtype.kind not in "biuf" or not np.isfinite(m).all()]
+            raise ImageInputError(f"image {bad[0]}: molded image has non-finite (NaN/inf) or "
+                                  f"non-numeric values")
         image_metas = np.asarray(image_metas)
         detections, mrcnn_mask = self._run_batches(molded_images.astype(np.float32), image_metas)
         shape = molded_images.shape[1:]
@@ -756,6 +761,8 @@ def _as_image_list(images) -> List[Any]:
     if images is None:
         raise ImageInputError("expected a list of images, got None")
     if isinstance(images, np.ndarray):
+        if images.dtype == object and images.ndim == 1:
+            return list(images)  # np.array([image_a, image_b], dtype=object): images of mixed sizes
         if images.ndim in (2, 3):
             raise ImageInputError("detect() takes a list of images; got a single image array "
                                   f"of shape {images.shape} (wrap it in a list)")

@@ -226,10 +226,17 @@ def _check_native_fits(model, arrays: List[Tuple[str, Tuple[int, ...]]], filepat
     file_shapes = sorted(shape for _, shape in arrays)
     if model_shapes == file_shapes:
         return
-    example = ", ".join(f"{n} {s}" for n, s in arrays[:2]) or "none"
+    if len(model_shapes) == len(file_shapes):
+        from collections import Counter
+        extra = list((Counter(file_shapes) - Counter(model_shapes)).elements())
+        detail = (f"it holds {len(arrays)} arrays like this Mask R-CNN, but {len(extra)} of them have "
+                  f"other shapes (e.g. {extra[:2]}): another NUM_CLASSES or head width?")
+    else:
+        example = ", ".join(f"{n} {s}" for n, s in arrays[:2]) or "none"
+        detail = (f"it holds {len(arrays)} arrays (e.g. {example}), this Mask R-CNN has "
+                  f"{len(model_shapes)} weights")
     raise WeightsMismatchError(
-        f"{filepath!r} is a {what} of a different model: it holds {len(arrays)} arrays (e.g. "
-        f"{example}), this Mask R-CNN has {len(model_shapes)} weights of other shapes; expected a "
+        f"{filepath!r} is a {what} of a different model: {detail}; expected a "
         "Matterport-layout .h5 (e.g. mask_rcnn_coco.h5) or a file saved by save_weights() of a "
         "model with the same config")
 

@@ -197,3 +197,22 @@ def test_train_refuses_a_dataset_with_another_class_count(tmp_path):
     fake.config = Five()
     with pytest.raises(ValueError, match=r"train dataset has 4 classes .* config.NUM_CLASSES is 5"):
         train(fake, train_ds, None, learning_rate=0.01, epochs=1, layers="heads")
+
+
+def test_samples_keep_three_checkpoints_by_default():
+    from samples.common import SampleError as CliError
+    from samples.common import build_parser, checkpoint_keep
+    parser = build_parser("x", "x", "x", {"train": "t"})
+    assert checkpoint_keep(parser.parse_args(["train"])) == 3
+    assert checkpoint_keep(parser.parse_args(["train", "--keep", "0"])) is None
+    assert checkpoint_keep(parser.parse_args(["train", "--keep", "5"])) == 5
+    with pytest.raises(CliError, match="--keep must be >= 0"):
+        checkpoint_keep(parser.parse_args(["train", "--keep", "-1"]))
+
+
+
+def test_demo_has_keep_3(capsys):
+    from samples.shapes import demo
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    assert "--keep KEEP" in capsys.readouterr().out

@@ -7,39 +7,40 @@ import keras
 import tensorflow as tf
 
 from mrcnn.modeling.graph_ops import (apply_box_deltas_graph, clip_boxes_graph, config_value,
-                                      norm_boxes_graph, parse_image_meta_graph)
+                                      norm_boxes_graph, padded_nms, parse_image_meta_graph)
 
 __all__ = ["DetectionLayer", "refine_detections_graph", "refine_detections_batch"]
 
 
-def _per_class_nms(flat_boxes: tf.Tensor, flat_scores: tf.Tensor, group: tf.Tensor,
-                   max_instances: int, nms_threshold: float) -> tf.Tensor:
-    """NMS inside each group (one group = one class of one image).
+def _per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, keep: tf.Tensor,
+                   num_classes: int, max_instances: int, nms_threshold: float) -> tf.Tensor:
+    """NMS inside each class of each image, with static shapes.
+
+    One padded NMS per (image, foreground class) over all ``N`` rows, the rows
+    of other classes (and dropped rows) masked with score ``-inf``: the kernel
+    then sees exactly the rows Matterport gathered for that class, in the
+    same ascending order, so ties break alike. The number of NMS runs is
+    ``B * (num_classes - 1)`` whatever the data.
 
     Args:
-        flat_boxes: ``[M, 4]``; flat_scores: ``[M]``.
-        group: ``[M]`` int64 group key, -1 for rows that take no part.
+        boxes: ``[B, N, 4]``; scores: ``[B, N]``; class_ids: ``[B, N]`` int32.
+        keep: ``[B, N]`` bool, rows that take part.
 
     Returns:
-        ``[M]`` bool, True for rows NMS keeps (at most ``max_instances`` per group).
+        ``[B, N]`` bool, True for rows NMS keeps (at most ``max_instances`` per class).
     """
-    groups = tf.unique(tf.boolean_mask(group, group >= 0))[0]
-
-    def nms_group(key):
-        # Ascending row order, as Matterport gathered them, so ties break alike.
-        ixs = tf.where(tf.equal(group, key))[:, 0]
-        keep = tf.image.non_max_suppression(tf.gather(flat_boxes, ixs), tf.gather(flat_scores, ixs),
-                                            max_output_size=max_instances,
-                                            iou_threshold=nms_threshold)
-        kept = tf.gather(ixs, keep)
-        return tf.pad(kept, [(0, max_instances - tf.shape(kept)[0])], constant_values=-1)
-
-    kept = tf.map_fn(nms_group, groups,
-                     fn_output_signature=tf.TensorSpec([max_instances], tf.int64))
-    kept = tf.reshape(kept, [-1])
-    kept = tf.boolean_mask(kept, kept >= 0)
-    hits = tf.scatter_nd(kept[:, tf.newaxis], tf.ones_like(kept, tf.int32),
-                         tf.shape(group, out_type=tf.int64))
+    batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    classes = tf.range(1, num_classes, dtype=tf.int32)                          # [C-1]
+    member = tf.logical_and(keep[:, tf.newaxis, :],
+                            tf.equal(class_ids[:, tf.newaxis, :], classes[tf.newaxis, :, tf.newaxis]))
+    class_scores = tf.where(member, scores[:, tf.newaxis, :], -float("inf"))  # [B, C-1, N]
+    class_boxes = tf.broadcast_to(boxes[:, tf.newaxis], [batch, num_classes - 1, num_rois, 4])
+    kept, valid = padded_nms(tf.reshape(class_boxes, [-1, num_rois, 4]),
+                             tf.reshape(class_scores, [-1, num_rois]), max_instances, nms_threshold)
+    # Scatter the kept rows back to their image: [B*(C-1), M] -> [B, N] hit counts.
+    image_ix = tf.repeat(tf.range(batch), num_classes - 1)[:, tf.newaxis] * tf.ones_like(kept)
+    hits = tf.scatter_nd(tf.stack([tf.reshape(image_ix, [-1]), tf.reshape(kept, [-1])], axis=1),
+                         tf.reshape(tf.cast(valid, tf.int32), [-1]), [batch, num_rois])
     return hits > 0
 
 
@@ -76,13 +77,8 @@ def refine_detections_batch(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
     if min_confidence:
         keep = tf.logical_and(keep, class_scores >= min_confidence)
 
-    # One NMS group per (image, class) pair, over the flattened batch.
-    image_ix = tf.range(batch, dtype=tf.int64)[:, tf.newaxis]
-    group = image_ix * tf.cast(tf.shape(probs)[2], tf.int64) + tf.cast(class_ids, tf.int64)
-    group = tf.where(keep, group, tf.constant(-1, tf.int64))
-    nms_keep = _per_class_nms(tf.reshape(refined, [-1, 4]), tf.reshape(class_scores, [-1]),
-                              tf.reshape(group, [-1]), max_instances, nms_threshold)
-    nms_keep = tf.reshape(nms_keep, [batch, num_rois])
+    nms_keep = _per_class_nms(refined, class_scores, class_ids, keep, int(probs.shape[2]),
+                              max_instances, nms_threshold)
 
     # top_k puts equal scores in ascending index order, as Matterport's top_k
     # over its sorted keep list did; dropped rows sort last with -inf.
@@ -168,8 +164,6 @@ class DetectionLayer(keras.layers.Layer):
                              f"got {self.detection_nms_threshold!r}")
         if len(self.bbox_std_dev) != 4:
             raise ValueError(f"{self.name}: bbox_std_dev needs 4 values, got {self.bbox_std_dev!r}")
-        # Data-dependent shapes (unique, where) inside.
-        self.supports_jit = False
 
     def call(self, inputs):
         rois, mrcnn_class, mrcnn_bbox, image_meta = inputs

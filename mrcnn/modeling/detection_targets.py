@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn.modeling.graph_ops import box_refinement_graph, config_value, overlaps_graph
+from mrcnn.modeling.roi_align import crop_and_resize
 
 __all__ = ["DetectionTargetLayer", "detection_targets_graph", "detection_targets_batch"]
 
@@ -65,7 +66,7 @@ def _mask_targets(gt_masks: tf.Tensor, rois: tf.Tensor, roi_gt_boxes: tf.Tensor,
     """
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     num_gt = tf.shape(gt_masks)[3]
-    # One single-channel image per (image, GT) pair for crop_and_resize.
+    # One single-channel image per (image, GT) pair for the crop.
     images = tf.transpose(tf.cast(gt_masks, tf.float32), [0, 3, 1, 2])
     images = tf.reshape(images, tf.concat([[-1], tf.shape(gt_masks)[1:3], [1]], axis=0))
     box_ind = tf.range(batch)[:, tf.newaxis] * num_gt + tf.cast(assignment, tf.int32)
@@ -77,8 +78,8 @@ def _mask_targets(gt_masks: tf.Tensor, rois: tf.Tensor, roi_gt_boxes: tf.Tensor,
         gt_h, gt_w = gy2 - gy1, gx2 - gx1
         boxes = tf.stack([(y1 - gy1) / gt_h, (x1 - gx1) / gt_w,
                           (y2 - gy1) / gt_h, (x2 - gx1) / gt_w], axis=-1)
-    masks = tf.image.crop_and_resize(images, tf.reshape(boxes, [-1, 4]), tf.reshape(box_ind, [-1]),
-                                     list(mask_shape))
+    masks = crop_and_resize(images, tf.reshape(boxes, [-1, 4]), tf.reshape(box_ind, [-1]),
+                            tuple(mask_shape))
     masks = tf.round(masks[..., 0])
     return tf.reshape(masks, tf.concat([[batch, num_rois], tf.shape(masks)[1:]], axis=0))
 
@@ -262,8 +263,6 @@ class DetectionTargetLayer(keras.layers.Layer):
                              f"{self.bbox_std_dev!r} and {self.mask_shape!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # crop_and_resize has no XLA kernel.
-        self.supports_jit = False
 
     def _check_inputs(self, inputs) -> None:
         if len(inputs) != 4:

@@ -21,7 +21,7 @@ __all__ = [
     "apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph", "box_refinement_graph",
     "norm_boxes_graph", "denorm_boxes_graph", "trim_zeros_graph", "batch_pack_graph", "batch_slice",
     "log2_graph",
-    "parse_image_meta_graph", "config_value",
+    "parse_image_meta_graph", "config_value", "padded_nms",
 ]
 
 TensorLike = Union[tf.Tensor, np.ndarray, Sequence[float]]
@@ -281,3 +281,42 @@ def parse_image_meta_graph(meta: TensorLike) -> Dict[str, tf.Tensor]:
         "scale": meta[:, 11],
         "active_class_ids": meta[:, 12:],
     }
+
+
+def padded_nms(boxes: TensorLike, scores: TensorLike, max_output_size: int,
+               iou_threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Greedy NMS per row of a batch, with a fixed output size.
+
+    TensorFlow only: keras.ops has no NMS. ``NonMaxSuppressionV4`` with
+    ``pad_to_max_output_size`` is the CPU kernel of ``tf.image.non_max_suppression``
+    (V3: same IoU arithmetic, same tie order, lower index first) with a static
+    output shape, and it has an XLA kernel; ``non_max_suppression_padded``'s
+    tiled Python version computes IoU differently. Rows whose score is ``-inf``
+    take no part (that is how callers mask boxes out).
+
+    Args:
+        boxes: ``[B, N, 4]`` ``(y1, x1, y2, x2)``.
+        scores: ``[B, N]`` float32.
+        max_output_size: a Python int, the output length.
+        iou_threshold: boxes overlapping a kept box by more than this are dropped.
+
+    Returns:
+        ``(indices [B, max_output_size] int32, valid [B, max_output_size] bool)``:
+        kept rows in descending score order, padded with index 0 and ``valid``
+        False.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    scores = tf.cast(scores, tf.float32)
+    lowest = tf.constant(np.finfo(np.float32).min, tf.float32)
+
+    def one_row(args):
+        row_boxes, row_scores = args
+        indices, count = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=row_boxes, scores=row_scores, max_output_size=max_output_size,
+            iou_threshold=iou_threshold, score_threshold=lowest, pad_to_max_output_size=True)
+        return indices, count
+
+    indices, counts = tf.map_fn(one_row, (boxes, scores), fn_output_signature=(
+        tf.TensorSpec([max_output_size], tf.int32), tf.TensorSpec([], tf.int32)))
+    valid = tf.range(max_output_size)[tf.newaxis, :] < counts[:, tf.newaxis]
+    return indices, valid

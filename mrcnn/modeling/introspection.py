@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import keras
 import numpy as np
 
-__all__ = ["get_intermediates", "run_graph", "resolve_output"]
+__all__ = ["get_intermediates", "run_graph", "resolve_output", "dynamic_shape_ops",
+           "DATA_DEPENDENT_OPS"]
 
 
 def resolve_output(keras_model: keras.Model, name_or_tensor: Union[str, Any]):
@@ -133,3 +134,63 @@ def run_graph(model, images: Optional[Sequence[np.ndarray]],
         else:
             log(label, value)
     return result
+
+
+# Ops whose output shape depends on tensor values (or, CropAndResize, that XLA
+# cannot compile); none may appear in the compiled graphs.
+DATA_DEPENDENT_OPS = frozenset({
+    "Where", "Unique", "UniqueV2", "UniqueWithCounts", "DynamicStitch", "ParallelDynamicStitch",
+    "DynamicPartition", "NonMaxSuppressionV3", "NonMaxSuppressionV5", "NonMaxSuppressionV2",
+    "NonMaxSuppression", "CombinedNonMaxSuppression", "CropAndResize", "CropAndResizeGradImage",
+    "Unstage", "BooleanMask",
+})
+
+
+def _graphs(graph):
+    """A graph and every function body it calls (while/map_fn bodies), recursively."""
+    seen, stack = set(), [("<main>", graph)]
+    while stack:
+        name, g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        yield name, g
+        for fname, fn in getattr(g, "_functions", {}).items():
+            body = getattr(fn, "graph", None)
+            if body is not None:
+                stack.append((fname, body))
+
+
+def dynamic_shape_ops(concrete_function) -> List[Tuple[str, str, str]]:
+    """Ops of a traced function whose outputs have no static shape.
+
+    Trace the function with fully static input shapes; then every op output
+    should have a static shape unless its size depends on values. Exempt:
+    resource/variant outputs (variables, TensorLists) and the ``Placeholder``
+    arguments of while-loop bodies (``while_v2`` relaxes loop-variable
+    shapes by design; the loop's outputs are still checked).
+
+    Args:
+        concrete_function: ``tf.function(...).get_concrete_function(specs)``.
+
+    Returns:
+        ``[(function name, op type, op name)]``: ops of :data:`DATA_DEPENDENT_OPS`
+        and ops with a non-static output shape; empty when the graph is static.
+    """
+    import tensorflow as tf
+    found = []
+    for fname, g in _graphs(concrete_function.graph):
+        in_loop = fname != "<main>" and "while" in fname
+        for op in g.get_operations():
+            if op.type in DATA_DEPENDENT_OPS:
+                found.append((fname, op.type, op.name))
+                continue
+            if op.type == "Placeholder" and in_loop:
+                continue
+            for out in op.outputs:
+                if out.dtype in (tf.resource, tf.variant):
+                    continue
+                if not out.shape.is_fully_defined():
+                    found.append((fname, op.type, op.name))
+                    break
+    return found

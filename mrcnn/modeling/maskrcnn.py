@@ -119,39 +119,19 @@ class MetaField(KL.Layer):
 
 
 class DetectionBoxes(KL.Layer):
-    """``[B, N, 6]`` detections → ``[B, n, 4]`` normalised boxes of the real ones.
+    """``[B, N, 6]`` detections → ``[B, N, 4]`` normalised boxes for the mask head.
 
-    Detections are zero-padded at the end; ``n`` is the largest number of real
-    detections in the batch (at least 1), so the mask head, the costliest
-    head, only runs on boxes that will be used.
+    All ``N = DETECTION_MAX_INSTANCES`` rows, padding included: trimming to
+    the real detections would give the mask head a data-dependent batch (a
+    host sync and a recompile under XLA). Padding rows are zero boxes; their
+    masks are never read (``unmold_detections`` stops at the first zero row).
     """
 
     def call(self, detections):
-        real = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
-        n = tf.maximum(tf.reduce_max(real), 1)
-        return detections[:, :n, :4]
+        return detections[..., :4]
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], None, 4)
-
-
-class PadRows(KL.Layer):
-    """Zero-pad axis 1 of ``[B, n, ...]`` to ``rows``."""
-
-    def __init__(self, rows: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rows = int(rows)
-
-    def call(self, x):
-        pad = [[0, 0], [0, self.rows - tf.shape(x)[1]]] + [[0, 0]] * (len(x.shape) - 2)
-        out = tf.pad(x, pad)
-        return tf.ensure_shape(out, [None, self.rows] + list(x.shape[2:]))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.rows) + tuple(input_shape[2:])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "rows": self.rows}
+        return tuple(input_shape[:-1]) + (4,)
 
 
 class Identity(KL.Layer):
@@ -311,8 +291,6 @@ class MaskRCNN(object):
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                           train_bn=train_bn,
                                           channels=getattr(config, "MASK_HEAD_CHANNELS", 256))
-        # Back to DETECTION_MAX_INSTANCES rows (zeros for the padding detections).
-        mrcnn_mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_rows")(mrcnn_mask)
         return keras.Model([input_image, input_image_meta, input_anchors],
                            [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
                             rpn_class, rpn_bbox], name="mask_rcnn")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from mrcnn.modeling.graph_ops import apply_box_deltas_graph, clip_boxes_graph, config_value
+from mrcnn.modeling.graph_ops import apply_box_deltas_graph, clip_boxes_graph, config_value, padded_nms
 
 __all__ = ["ProposalLayer"]
 
@@ -22,6 +22,9 @@ class ProposalLayer(keras.layers.Layer):
     run NMS with ``nms_threshold`` keeping at most ``proposal_count`` boxes
     (in descending score order) and zero-pad to ``proposal_count`` rows.
     Matches Matterport's ``ProposalLayer`` bit for bit on the TF backend.
+    Every shape is static (top-k, then NMS with a padded output), so the
+    layer compiles under XLA; the NMS is the one TF-only op
+    (:func:`~mrcnn.modeling.graph_ops.padded_nms`).
 
     Args:
         proposal_count: int. Rows of the output (POST_NMS_ROIS_TRAINING or
@@ -62,39 +65,29 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(f"{self.name}: pre_nms_limit must be >= 1, got {self.pre_nms_limit!r}")
         if len(self.rpn_bbox_std_dev) != 4:
             raise ValueError(f"{self.name}: rpn_bbox_std_dev needs 4 values, got {self.rpn_bbox_std_dev!r}")
-        # NMS output has a data-dependent length before padding.
-        self.supports_jit = False
 
     def call(self, inputs):
         rpn_probs, rpn_bbox, anchors = inputs
-        scores = rpn_probs[:, :, 1]
-        deltas = rpn_bbox * tf.constant(self.rpn_bbox_std_dev, tf.float32)
-        if anchors.shape.rank == 2:
-            anchors = anchors[tf.newaxis]
-        anchors = tf.broadcast_to(anchors, tf.shape(deltas))
+        scores = ops.cast(rpn_probs[:, :, 1], "float32")
+        deltas = ops.cast(rpn_bbox, "float32") * ops.convert_to_tensor(self.rpn_bbox_std_dev, "float32")
+        anchors = ops.cast(anchors, "float32")
+        if len(anchors.shape) == 2:
+            anchors = anchors[None]
+        anchors = ops.broadcast_to(anchors, ops.shape(deltas))
 
-        limit = tf.minimum(self.pre_nms_limit, tf.shape(anchors)[1])
-        ix = tf.math.top_k(scores, limit, sorted=True).indices
-        scores = tf.gather(scores, ix, batch_dims=1)
-        deltas = tf.gather(deltas, ix, batch_dims=1)
-        pre_nms_anchors = tf.gather(anchors, ix, batch_dims=1)
+        # Static k wherever the anchor count is static (always under XLA).
+        num_anchors = ops.shape(anchors)[1]
+        limit = (min(self.pre_nms_limit, num_anchors) if isinstance(num_anchors, int)
+                 else ops.minimum(self.pre_nms_limit, num_anchors))
+        scores, ix = ops.top_k(scores, limit, sorted=True)
+        deltas = ops.take_along_axis(deltas, ix[..., None], axis=1)
+        pre_nms_anchors = ops.take_along_axis(anchors, ix[..., None], axis=1)
 
         boxes = apply_box_deltas_graph(pre_nms_anchors, deltas)
-        boxes = clip_boxes_graph(boxes, tf.constant(_UNIT_WINDOW))
-        boxes.set_shape([None, None, 4])
-        return tf.map_fn(self._nms_one_image, (boxes, scores),
-                         fn_output_signature=tf.TensorSpec([self.proposal_count, 4], tf.float32))
-
-    def _nms_one_image(self, args):
-        """NMS on one image's ``[K, 4]`` boxes, zero-padded to ``[proposal_count, 4]``."""
-        boxes, scores = args
-        keep = tf.image.non_max_suppression(boxes, scores, self.proposal_count, self.nms_threshold,
-                                            name="rpn_non_max_suppression")
-        proposals = tf.gather(boxes, keep)
-        padding = tf.maximum(self.proposal_count - tf.shape(proposals)[0], 0)
-        proposals = tf.pad(proposals, [(0, padding), (0, 0)])
-        proposals.set_shape([self.proposal_count, 4])
-        return proposals
+        boxes = clip_boxes_graph(boxes, ops.convert_to_tensor(_UNIT_WINDOW))
+        keep, valid = padded_nms(boxes, scores, self.proposal_count, self.nms_threshold)
+        proposals = ops.take_along_axis(boxes, keep[..., None], axis=1)
+        return ops.where(valid[..., None], proposals, 0.0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.proposal_count, 4)

@@ -132,8 +132,9 @@ def _scale(h: int, w: int, config) -> float:
 def _lerp_image(image: np.ndarray, oh: int, ow: int) -> np.ndarray:
     """Bilinear resize of a uint8 [H, W, C] image to [oh, ow, C], truncated to uint8 as skimage+astype."""
     out = resize_crops_bilinear(image, (oh, ow), dtype=np.float32)
-    # preserve_range + clip keeps values in [0, 255]; astype truncates like resize_image.
-    np.clip(out, 0, 255, out=out)
+    # skimage's clip=True clips to the input's own range (the zero border can pull edge
+    # pixels below it); astype then truncates like resize_image.
+    np.clip(out, image.min(), image.max(), out=out)
     return out.astype(np.uint8)
 
 

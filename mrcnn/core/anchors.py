@@ -99,3 +99,61 @@ def get_anchors(config, image_shape: Sequence[int]) -> np.ndarray:
         with _LOCK:
             _CACHE[key] = cached
     return cached
+
+
+class AnchorIndex:
+    """Finds the anchors that intersect a box without testing all of them.
+
+    Anchors are grouped by size (one group per scale x ratio in a pyramid); inside a group
+    they are sorted by top edge, so the anchors whose y-range can meet a box are one
+    ``searchsorted`` slice, and only that slice is tested exactly. Works for any [A, 4]
+    pixel anchors ``(y1, x1, y2, x2)``, grid or not.
+    """
+
+    def __init__(self, anchors: np.ndarray):
+        self.anchors = np.asarray(anchors)
+        sizes = np.round(np.stack([self.anchors[:, 2] - self.anchors[:, 0],
+                                   self.anchors[:, 3] - self.anchors[:, 1]], axis=1), 6)
+        _, group = np.unique(sizes, axis=0, return_inverse=True)
+        group = group.ravel()
+        self._groups = []
+        for g in range(group.max() + 1 if group.size else 0):
+            ids = np.flatnonzero(group == g)
+            ids = ids[np.argsort(self.anchors[ids, 0], kind="stable")]
+            a = self.anchors[ids]
+            self._groups.append((ids, a[:, 0].copy(), float(np.max(a[:, 2] - a[:, 0])), a))
+
+    def candidates_per_box(self, boxes: np.ndarray):
+        """For each box of ``boxes`` [N, 4], the indices of the anchors it meets with positive area."""
+        boxes_f = np.asarray(boxes, dtype=np.float64)
+        out = []
+        for y1, x1, y2, x2 in boxes_f:
+            hits = []
+            for ids, top, height, a in self._groups:
+                # Intersecting anchors have top < y2 and top + height > y1.
+                lo = np.searchsorted(top, y1 - height, side="right")
+                hi = np.searchsorted(top, y2, side="left")
+                if hi <= lo:
+                    continue
+                s = a[lo:hi]
+                hit = (s[:, 2] > y1) & (s[:, 3] > x1) & (s[:, 1] < x2)
+                hits.append(ids[lo:hi][hit])
+            out.append(np.concatenate(hits) if hits else np.zeros([0], dtype=np.int64))
+        return out
+
+    def candidates(self, boxes: np.ndarray) -> np.ndarray:
+        """Sorted indices of the anchors that meet any of ``boxes`` [N, 4] with positive area."""
+        per_box = self.candidates_per_box(boxes)
+        return np.unique(np.concatenate(per_box)) if per_box else np.zeros([0], dtype=np.int64)
+
+
+def get_anchor_index(config, image_shape: Sequence[int]) -> AnchorIndex:
+    """Cached :class:`AnchorIndex` of :func:`get_pixel_anchors`."""
+    key = ("index",) + _anchor_key(config, image_shape)
+    with _LOCK:
+        cached = _CACHE.get(key)
+    if cached is None:
+        cached = AnchorIndex(get_pixel_anchors(config, image_shape))
+        with _LOCK:
+            _CACHE[key] = cached
+    return cached

@@ -1,7 +1,8 @@
 """tf.data input pipeline for training.
 
-Each sample is produced by the numpy path (:func:`mrcnn.data.loader.load_image_gt` +
-:func:`mrcnn.data.targets.build_rpn_targets`) inside ``tf.numpy_function`` running on
+Each sample is produced by the fast numpy path (:func:`mrcnn.data.fast.load_image_gt_fast`,
+same results as Matterport's :func:`mrcnn.data.loader.load_image_gt`, +
+:func:`mrcnn.data.targets.build_rpn_targets` with an anchor index) inside ``tf.numpy_function`` running on
 ``num_parallel_calls`` workers; results are then filtered, batched and prefetched.
 
 Determinism: with a ``seed`` the image order of every epoch and every random choice
@@ -24,9 +25,10 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from mrcnn.core.anchors import get_pixel_anchors
-from mrcnn.core.image import mold_image
-from mrcnn.data.loader import SkipCounter, _reference, load_image_gt
+from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
+
+from mrcnn.data.fast import load_image_gt_fast, mold_image_fast
+from mrcnn.data.loader import SkipCounter, _reference
 from mrcnn.data.targets import build_rpn_targets
 from mrcnn.data.validate import SampleError
 
@@ -68,6 +70,7 @@ class InputPipeline:
         self._errors = {}  # image id -> last load error, for the message of _check
         self._lock = threading.Lock()
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
+        self.anchor_index = get_anchor_index(config, config.IMAGE_SHAPE)
 
     # ----------------------------------------------------------------------------------------
     def sample(self, image_id: int, sample_seed: int):
@@ -80,7 +83,7 @@ class InputPipeline:
         try:
             source = self.dataset.image_info[image_id]["source"]
             aug = None if source in self.no_aug else self.augmentation
-            image, meta, class_ids, boxes, masks = load_image_gt(
+            image, meta, class_ids, boxes, masks = load_image_gt_fast(
                 self.dataset, cfg, image_id, augmentation=aug, use_mini_mask=cfg.USE_MINI_MASK,
                 rng=py_rng, augment_seed=sample_seed if sample_seed >= 0 else None)
         except Exception as exc:  # noqa: BLE001 - every failure is logged with the image and counted
@@ -97,7 +100,8 @@ class InputPipeline:
             self.skips.add("no instances", image_id)
             return self._empty(STATUS_SKIP)
 
-        rpn_match, rpn_bbox = build_rpn_targets(image.shape, self.anchors, class_ids, boxes, cfg, rng=rng)
+        rpn_match, rpn_bbox = build_rpn_targets(image.shape, self.anchors, class_ids, boxes, cfg, rng=rng,
+                                                anchor_index=self.anchor_index)
         if boxes.shape[0] > cfg.MAX_GT_INSTANCES:
             ids = rng.choice(np.arange(boxes.shape[0]), cfg.MAX_GT_INSTANCES, replace=False)
             class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
@@ -108,7 +112,7 @@ class InputPipeline:
         gt_class_ids[:n] = class_ids
         gt_boxes[:n] = boxes
         gt_masks[:, :, :n] = masks
-        return (mold_image(image.astype(np.float32), cfg).astype(np.float32), meta.astype(np.float32),
+        return (mold_image_fast(image, cfg), meta.astype(np.float32),
                 rpn_match[:, None].astype(np.int32), rpn_bbox.astype(np.float32),
                 gt_class_ids, gt_boxes, gt_masks, np.int32(STATUS_OK))
 

@@ -15,7 +15,7 @@ from mrcnn.core.image import resize
 
 
 def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray,
-                      config, rng=None) -> Tuple[np.ndarray, np.ndarray]:
+                      config, rng=None, anchor_index=None) -> Tuple[np.ndarray, np.ndarray]:
     """Label anchors positive/negative/neutral and compute deltas of the positives.
 
     Args:
@@ -25,6 +25,9 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
         rng: a ``np.random.RandomState`` for the subsampling; default the global ``np.random``
             (Matterport's stream). The tf.data pipeline passes one per sample so parallel
             workers stay deterministic.
+        anchor_index: an :class:`mrcnn.core.anchors.AnchorIndex` of ``anchors``: IoUs are then
+            computed only for anchors that intersect a box (the others are exactly 0), same
+            values and same targets, ~20x less work at 261,888 anchors.
     Returns:
         rpn_match: [A] int32 (1 positive, -1 negative, 0 neutral);
         rpn_bbox: [RPN_TRAIN_ANCHORS_PER_IMAGE, 4] deltas of the positive anchors in
@@ -43,7 +46,7 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
         crowd_boxes = gt_boxes[crowd_ix]
         gt_class_ids = gt_class_ids[non_crowd_ix]
         gt_boxes = gt_boxes[non_crowd_ix]
-        crowd_iou_max = np.amax(compute_overlaps(anchors, crowd_boxes), axis=1)
+        crowd_iou_max, _ = _max_overlaps(anchors, crowd_boxes, anchor_index)
         no_crowd_bool = crowd_iou_max < 0.001
     else:
         no_crowd_bool = np.ones([n_anchors], dtype=bool)
@@ -53,13 +56,10 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
         rpn_match[no_crowd_bool] = -1
         anchor_iou_argmax = np.zeros([n_anchors], dtype=np.int64)
     else:
-        overlaps = compute_overlaps(anchors, gt_boxes)
-        anchor_iou_argmax = np.argmax(overlaps, axis=1)
-        anchor_iou_max = overlaps[np.arange(n_anchors), anchor_iou_argmax]
+        anchor_iou_max, anchor_iou_argmax, gt_iou_argmax = _rpn_overlaps(anchors, gt_boxes, anchor_index)
         rpn_match[(anchor_iou_max < 0.3) & no_crowd_bool] = -1
         # Each GT box gets its best anchor(s) as positives even below 0.7 IoU (ties all count,
         # as in Matterport).
-        gt_iou_argmax = np.argwhere(overlaps == np.max(overlaps, axis=0))[:, 0]
         rpn_match[gt_iou_argmax] = 1
         rpn_match[anchor_iou_max >= 0.7] = 1
 
@@ -89,6 +89,62 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
                            np.log(gt_h / a_h), np.log(gt_w / a_w)], axis=1)
         rpn_bbox[:ids.size] = deltas / np.asarray(config.RPN_BBOX_STD_DEV)
     return rpn_match, rpn_bbox
+
+
+def _max_overlaps(anchors: np.ndarray, boxes: np.ndarray, index=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Per anchor: max IoU with ``boxes`` [A] and the argmax [A] (0 where all IoUs are 0)."""
+    if index is None:
+        overlaps = compute_overlaps(anchors, boxes)
+        arg = np.argmax(overlaps, axis=1)
+        return overlaps[np.arange(anchors.shape[0]), arg], arg
+    iou_max, arg, _ = _sparse_overlaps(anchors, boxes, index)
+    return iou_max, arg
+
+
+def _sparse_overlaps(anchors: np.ndarray, boxes: np.ndarray, index):
+    """IoU only of the (anchor, box) pairs that intersect; every other pair is exactly 0.
+
+    Each pair's IoU is computed with :func:`compute_overlaps`' expressions in the same
+    dtypes, so the values are bit-identical. Boxes are visited in order and an anchor's
+    best box only changes on a strictly larger IoU: the first maximum, as ``np.argmax``.
+    Returns ``(iou_max [A], argmax [A], per_box)`` with ``per_box[j] = (anchor ids, IoUs)``.
+    """
+    n = anchors.shape[0]
+    iou_max, arg = np.zeros([n]), np.zeros([n], dtype=np.int64)
+    per_box = []
+    for j, ids in enumerate(index.candidates_per_box(boxes)):
+        a, b = anchors[ids], boxes[j]
+        y1 = np.maximum(b[0], a[:, 0])
+        y2 = np.minimum(b[2], a[:, 2])
+        x1 = np.maximum(b[1], a[:, 1])
+        x2 = np.minimum(b[3], a[:, 3])
+        inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+        area_b = (b[2] - b[0]) * (b[3] - b[1])
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        iou = inter / (area_b + area_a - inter)
+        better = iou > iou_max[ids]
+        iou_max[ids[better]] = iou[better]
+        arg[ids[better]] = j
+        per_box.append((ids, iou))
+    return iou_max, arg, per_box
+
+
+def _rpn_overlaps(anchors: np.ndarray, gt_boxes: np.ndarray, index=None):
+    """``(anchor_iou_max [A], anchor_iou_argmax [A], gt_iou_argmax)`` of Matterport's RPN matching.
+
+    ``gt_iou_argmax`` lists (possibly repeated, any order) the anchors that reach some box's
+    best IoU. With an index only intersecting pairs are scored; a box that meets no anchor
+    (its best IoU is 0, so Matterport marks every anchor at 0) falls back to the full matrix.
+    """
+    if index is not None:
+        iou_max, arg, per_box = _sparse_overlaps(anchors, gt_boxes, index)
+        if all(iou.size and iou.max() > 0 for _, iou in per_box):
+            best = [ids[iou == iou.max()] for ids, iou in per_box]
+            return iou_max, arg, np.concatenate(best)
+    overlaps = compute_overlaps(anchors, gt_boxes)
+    arg = np.argmax(overlaps, axis=1)
+    iou_max = overlaps[np.arange(anchors.shape[0]), arg]
+    return iou_max, arg, np.argwhere(overlaps == np.max(overlaps, axis=0))[:, 0]
 
 
 def _random_pairs(low: int, high: int, count: int) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""Input pipeline at Matterport's default config, this tree side by side with a baseline tree.
+
+    python benchmarks/pipeline.py [--base /work/base] [--repeats 3] [--samples 40] [--skip-workers]
+
+Matterport's default ``Config`` (1024 square, ResNet-101 anchors = 261,888, 81 classes,
+56x56 mini masks) on the real COCO val2017 images of ``../shared/data/coco_val2017_mini``
+(their 5 annotated images repeated to ``--samples``). Each measurement runs in a fresh
+subprocess of one tree (this one = "new", ``--base`` = "base"), new and base alternating,
+``--repeats`` times; the table shows medians and the new/base ratio.
+
+Rows:
+  - per-stage ms per image (load image, load mask, resize image, masks = resize + boxes +
+    mini masks, RPN targets), one core (``taskset -c 0``, 1 BLAS/OMP thread);
+  - ``sample`` images/s: ``InputPipeline.sample`` on one core, raw loads cached (the
+    per-image path after ``load_image``/``load_mask``), without and with augmentation
+    (imgaug Fliplr + Affine rotate +-10 + Multiply, and the albumentations equivalent);
+  - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached;
+  - peak RSS of the child process that ran the 2-worker pipeline.
+The machine may be shared: only the ratios of one run mean much.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINI = os.path.join(HERE, "..", "shared", "data", "coco_val2017_mini")
+if not os.path.isdir(MINI):
+    MINI = "/work/shared/data/coco_val2017_mini"
+
+
+# ------------------------------------------------------------------------------ child side
+def _setup(samples: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+    logging.getLogger("mrcnn").setLevel(logging.ERROR)
+    from mrcnn.config import Config
+    from mrcnn.data.formats.coco import CocoDataset
+
+    class DefaultConfig(Config):
+        NAME = "coco_default"
+        NUM_CLASSES = 81
+
+    class CachedCoco(CocoDataset):
+        """The COCO loader with load_image/load_mask memoised: measures the path after the loads."""
+        _cache: dict = {}
+
+        def load_image(self, image_id):
+            key = ("i", image_id)
+            if key not in self._cache:
+                self._cache[key] = super().load_image(image_id)
+            return self._cache[key]
+
+        def load_mask(self, image_id):
+            key = ("m", image_id)
+            if key not in self._cache:
+                self._cache[key] = super().load_mask(image_id)
+            return self._cache[key]
+
+    cfg = DefaultConfig()
+    ds = CachedCoco()
+    ds.load_coco(os.path.join(MINI, "annotations.json"), os.path.join(MINI, "images"))
+    ds.prepare()
+    real = list(ds.image_ids)
+    # Repeat the real images: same files, more samples.
+    base_infos = list(ds.image_info)
+    while len(ds.image_info) < samples:
+        ds.image_info.append(dict(base_infos[len(ds.image_info) % len(base_infos)]))
+    orig_ids = {}
+    for k in range(len(ds.image_info)):
+        orig_ids[k] = real[k % len(real)]
+    ds.prepare()
+    # The cache keys by the original image: repeats hit it.
+    li, lm = ds.load_image, ds.load_mask
+    ds.load_image = lambda i: li(orig_ids[i])
+    ds.load_mask = lambda i: lm(orig_ids[i])
+    for i in real:
+        ds.load_image(i), ds.load_mask(i)
+    return cfg, ds, real
+
+
+def _augmenters():
+    from mrcnn.data.augment import import_imgaug
+    iaa = import_imgaug().augmenters
+    imgaug = iaa.Sequential([iaa.Fliplr(0.5), iaa.Affine(rotate=(-10, 10)), iaa.Multiply((0.8, 1.2))])
+    import albumentations as A
+    alb = A.Compose([A.HorizontalFlip(p=0.5), A.Affine(rotate=(-10, 10), p=1.0),
+                     A.MultiplicativeNoise(multiplier=(0.8, 1.2), per_channel=False, elementwise=False, p=1.0)])
+    return {"imgaug": imgaug, "albumentations": alb}
+
+
+def _stages(cfg, ds, real) -> dict:
+    """Per-stage ms (median over the real images, 3 passes) with the tree's own functions."""
+    import numpy as np
+    from mrcnn.core.anchors import get_pixel_anchors
+    from mrcnn.core.boxes import extract_bboxes
+    from mrcnn.core.image import resize_image
+    from mrcnn.core.masks import minimize_mask, resize_mask
+    from mrcnn.data.formats.coco import CocoDataset
+    from mrcnn.data.targets import build_rpn_targets
+    try:
+        from mrcnn.data import fast
+        from mrcnn.core.anchors import get_anchor_index
+        index = get_anchor_index(cfg, cfg.IMAGE_SHAPE)
+    except ImportError:
+        fast, index = None, None
+    anchors = get_pixel_anchors(cfg, cfg.IMAGE_SHAPE)
+    times = {k: [] for k in ("load image", "load mask", "resize image", "masks", "RPN targets")}
+    for _ in range(3):
+        for i in real:
+            t = time.perf_counter()
+            image = CocoDataset.load_image(ds, i)
+            times["load image"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            mask, class_ids = CocoDataset.load_mask(ds, i)
+            times["load mask"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            if fast:
+                im, window, scale, padding, crop = fast.resize_image_fast(image, cfg)
+            else:
+                im, window, scale, padding, crop = resize_image(
+                    image, min_dim=cfg.IMAGE_MIN_DIM, min_scale=cfg.IMAGE_MIN_SCALE, max_dim=cfg.IMAGE_MAX_DIM,
+                    mode=cfg.IMAGE_RESIZE_MODE)
+            times["resize image"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            if fast:
+                rows = fast.zoom_index(mask.shape[0], scale)
+                cols = fast.zoom_index(mask.shape[1], scale)
+                bbox, crops, keep = fast._instance_crops(mask, rows, cols, padding[0][0], padding[1][0],
+                                                          im.shape[0], im.shape[1])
+                from mrcnn.core.masks import resize_crops_bilinear
+                for c in crops:
+                    np.around(resize_crops_bilinear(c, cfg.MINI_MASK_SHAPE))
+                class_ids = class_ids[keep]
+            else:
+                m = resize_mask(mask, scale, padding, crop)
+                keep = np.sum(m, axis=(0, 1)) > 0
+                m, class_ids = m[:, :, keep], class_ids[keep]
+                bbox = extract_bboxes(m)
+                minimize_mask(bbox, m, cfg.MINI_MASK_SHAPE)
+            times["masks"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            kw = {"anchor_index": index} if index is not None else {}
+            build_rpn_targets(im.shape, anchors, class_ids, bbox, cfg, rng=np.random.RandomState(0), **kw)
+            times["RPN targets"].append(time.perf_counter() - t)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def _sample_rate(pipe, n: int) -> float:
+    ids = list(pipe.dataset.image_ids)
+    pipe.sample(ids[0], 1)  # warm-up (caches)
+    t = time.perf_counter()
+    for k in range(n):
+        pipe.sample(ids[k % len(ids)], k)
+    return n / (time.perf_counter() - t)
+
+
+def _dataset_rate(pipe, workers, n: int) -> float:
+    import tensorflow as tf
+    ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=tf.data.AUTOTUNE if workers == "all" else workers)
+    it = iter(ds)
+    next(it), next(it)  # warm-up
+    batches = max(1, n // 2)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    rate = 2 * batches / (time.perf_counter() - t)
+    del it
+    return rate
+
+
+def child(task: str, samples: int) -> dict:
+    cfg, ds, real = _setup(samples)
+    if task == "stages":
+        return _stages(cfg, ds, real)
+    from mrcnn.data.pipeline import InputPipeline
+    aug = None
+    if task.startswith("sample:") or task.startswith("workers:"):
+        kind, arg, aug_name = (task.split(":") + ["none"])[:3]
+        if aug_name != "none":
+            aug = _augmenters()[aug_name]
+        pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug)
+        if kind == "sample":
+            rate = _sample_rate(pipe, samples)
+        else:
+            rate = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
+        return {"rate": rate, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    raise ValueError(task)
+
+
+# ----------------------------------------------------------------------------- parent side
+def _run(tree: str, task: str, samples: int, one_core: bool) -> dict:
+    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", task, "--samples", str(samples)]
+    if one_core:
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+        cmd = ["taskset", "-c", "0"] + cmd
+    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"rc {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="/work/base")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.samples)))
+        return
+
+    trees = {"new": HERE, "base": os.path.abspath(args.base)}
+    tasks = [("stages", True), ("sample:1:none", True), ("sample:1:imgaug", True),
+             ("sample:1:albumentations", True)]
+    if not args.skip_workers:
+        tasks += [("workers:1", False), ("workers:2", False), ("workers:all", False),
+                  ("workers:1:imgaug", False), ("workers:2:imgaug", False)]
+    results = {(t, k): [] for t, _ in tasks for k in trees}
+    for r in range(args.repeats):
+        for task, one_core in tasks:
+            order = ("new", "base") if r % 2 == 0 else ("base", "new")
+            for k in order:
+                results[(task, k)].append(_run(trees[k], task, args.samples, one_core))
+                print(f"repeat {r} {task:26s} {k:4s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
+
+    def med(task, tree, key):
+        vals = [x[key] for x in results[(task, tree)] if key in x]
+        return statistics.median(vals) if vals else float("nan")
+
+    print(f"\nMatterport default config, COCO val2017 images, {args.samples} samples, median of {args.repeats}")
+    print(f"{'measure':44s} {'base':>10s} {'new':>10s} {'new/base':>9s}")
+    for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
+        b, n = med("stages", "base", stage), med("stages", "new", stage)
+        print(f"{'ms/image, one core: ' + stage:44s} {b:10.1f} {n:10.1f} {n / b:9.2f}")
+    for task, _ in tasks[1:]:
+        b, n = med(task, "base", "rate"), med(task, "new", "rate")
+        label = ("images/s, one core, sample() " if task.startswith("sample") else "images/s, dataset_fn ") + \
+            task.split(":", 1)[1]
+        print(f"{label:44s} {b:10.2f} {n:10.2f} {n / b:9.2f}")
+    if not args.skip_workers:
+        b, n = med("workers:2", "base", "rss_mb"), med("workers:2", "new", "rss_mb")
+        print(f"{'peak RSS MB, dataset_fn 2 workers':44s} {b:10.0f} {n:10.0f} {n / b:9.2f}")
+        for tree in ("base", "new"):
+            one, two = med("workers:1", tree, "rate"), med("workers:2", tree, "rate")
+            print(f"scaling 1 -> 2 workers ({tree}): {two / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

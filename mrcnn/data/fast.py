@@ -32,29 +32,25 @@ from mrcnn.core.boxes import extract_bboxes
 from mrcnn.core.image import compose_image_meta, resize_image
 from mrcnn.core.masks import resize_crops_bilinear
 from mrcnn.data.augment import augment as _augment
+from mrcnn.data.loader import _check_augmented, _reference
+from mrcnn.data.validate import SampleError, check_sample
 
 _INDEX_CACHE: dict = {}
 
 
 def _load_raw(dataset, config, image_id: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``load_image`` + ``load_mask`` + the shape check, as in :func:`load_image_gt`.
+    """``load_image`` + ``load_mask`` + :func:`mrcnn.data.validate.check_sample`, as in :func:`load_image_gt`.
 
-    MERGE POINT (issue 15): ``check_sample(image, mask, class_ids, config, image_id,
-    reference)`` validates/normalises the raw sample here, before any resizing.
+    Returns the checked sample: image [H, W, C], bool masks [H, W, N], int32 class ids [N]
+    (empty-mask instances already dropped). Raises ``SampleError`` naming the image id and path.
     """
-    from mrcnn.data.loader import _reference
+    reference = _reference(dataset, image_id)
     image = dataset.load_image(image_id)
-    mask, class_ids = dataset.load_mask(image_id)
-    mask = np.asarray(mask)
-    class_ids = np.asarray(class_ids, dtype=np.int32)
-    if mask.ndim == 3 and mask.shape[-1] == 0 and class_ids.shape[0] == 0:
-        mask = np.zeros(image.shape[:2] + (0,), dtype=bool)
-    if mask.ndim != 3 or mask.shape[:2] != image.shape[:2] or mask.shape[-1] != class_ids.shape[0]:
-        raise ValueError(
-            f"image id {image_id} ({_reference(dataset, image_id)}): load_mask returned masks of shape "
-            f"{mask.shape} and {class_ids.shape[0]} class ids for an image of shape {image.shape}; expected "
-            f"[{image.shape[0]}, {image.shape[1]}, N] masks and N class ids")
-    return image, mask, class_ids
+    loaded = dataset.load_mask(image_id)
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 2:
+        raise SampleError(f"image id {image_id} ({reference}): load_mask must return (masks, class_ids), "
+                          f"got {type(loaded).__name__}")
+    return check_sample(image, loaded[0], loaded[1], config, image_id, reference)
 
 
 def zoom_index(size: int, scale: float) -> np.ndarray:
@@ -160,6 +156,7 @@ def load_image_gt_fast(dataset, config, image_id: int, augmentation=None, use_mi
     if augmentation:
         full = _full_masks(mask, rows, cols, oy, ox, H, W)
         image, full = _augment(image, full, augmentation, seed=augment_seed)
+        image, full = _check_augmented(image, full, image_id, _reference(dataset, image_id))
         keep = np.any(full, axis=(0, 1))
         full, class_ids = full[:, :, keep], class_ids[keep]
         bbox = extract_bboxes(full)

@@ -163,6 +163,38 @@ def test_saved_model_signature_takes_uint8_grey_and_rgba_and_refuses_empty(model
         serve(tf.zeros([40, 50, 3], tf.float32))
 
 
+def test_saved_model_uint16_and_float_endpoints_convert_as_to_rgb_uint8(model):
+    from mrcnn.modeling.export import serving_fns
+    fns = serving_fns(model)
+    assert set(fns) == {"serve", "serve_uint16", "serve_float"}
+    rgb = _rgb(40, 50, seed=4)
+    rng = np.random.RandomState(5)
+    cases = [
+        ("serve_uint16", rgb.astype(np.uint16) * 16 + 3),           # 12-bit range: stretched
+        ("serve_uint16", rgb.astype(np.uint16)),                     # uint16 in 0..255: stretched too
+        ("serve_uint16", np.full((40, 50, 3), 700, np.uint16)),      # constant: all zeros
+        ("serve_float", rgb.astype(np.float32) / 255.0),             # 0..1: x255
+        ("serve_float", rgb.astype(np.float32)),                     # 0..255: kept
+        ("serve_float", rng.uniform(-5, 300, (40, 50, 3)).astype(np.float32)),  # stretched
+        ("serve_float", (rgb[..., :1] / 255.0).astype(np.float32)),  # grey [H, W, 1]
+        ("serve_float", np.dstack([rgb, rgb[..., :1]]).astype(np.float32)),  # RGBA levels
+        ("serve_float", np.dstack([rgb[..., :1], np.full((40, 50, 1), 1e6)]).astype(np.float32)),
+    ]
+    for name, image in cases:
+        expected_input = to_rgb_uint8(image)
+        want = fns["serve"](tf.constant(expected_input))
+        got = fns[name](tf.constant(image))
+        for k in want:
+            np.testing.assert_array_equal(got[k].numpy(), want[k].numpy(),
+                                          err_msg=f"{name} {image.dtype} {image.shape} {k}")
+    nan = rgb.astype(np.float32)
+    nan[3, 4, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        fns["serve_float"](tf.constant(nan))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image is empty"):
+        fns["serve_float"](tf.zeros([5, 0, 3], tf.float32))
+
+
 # ---------------------------------------------------------------------------------------------
 # weight files that are not a Matterport-layout h5 of this architecture
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,10 @@ import tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])  # keep it: it owns the variables
 out = {}
 for i, path in enumerate(sys.argv[2:]):
-    r = loaded.serve(tf.constant(np.load(path)))
+    image = np.load(path)
+    serve = {"float32": loaded.serve_float, "uint16": loaded.serve_uint16}.get(str(image.dtype),
+                                                                              loaded.serve)
+    r = serve(tf.constant(image))
     out[i] = {k: v.numpy().tolist() for k, v in r.items()}
 print(json.dumps(out))
 """
@@ -70,6 +73,7 @@ def test_saved_model_reproduces_detect_in_fresh_process(tmp_path):
     image = read_png(REF_IMAGE)
     # 200x256 needs no resizing (only padding), so the network input is identical.
     images = [np.ascontiguousarray(image[:, :256]), np.ascontiguousarray(image[:150, :77])]
+    images.append(images[1].astype(np.float32) / 255.0)  # the float endpoint, converted as detect does
     files = []
     for i, im in enumerate(images):
         files.append(str(tmp_path / f"im{i}.npy"))
@@ -80,7 +84,7 @@ def test_saved_model_reproduces_detect_in_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     results = []
-    for key, image in zip(("0", "1"), images):
+    for key, image in zip(("0", "1", "2"), images):
         r = served[key]
         n = len(r["class_ids"])
         results.append({"rois": np.array(r["rois"], np.int32).reshape(n, 4),

@@ -2,9 +2,13 @@
 
 The serving function ``serve`` takes one uint8 image ``[H, W, C]`` of any
 size (C = 3 RGB; for 3-channel models also 1 grey, 2 grey+alpha, 4 RGBA, converted as
-``Dataset.load_image`` does; other dtypes: convert with
-:func:`mrcnn.data.dataset.to_rgb_uint8` first; an empty image or 5+ channels fail with
-an ``InvalidArgumentError`` saying so) and does everything ``MaskRCNN.detect`` does, inside the graph:
+``Dataset.load_image`` does; an empty image or 5+ channels fail with an
+``InvalidArgumentError`` saying so). 3-channel models have two more endpoints with the
+same outputs for the other dtypes ``detect`` takes: ``serve_uint16`` (16-bit images,
+min-max stretched) and ``serve_float`` (float32: values in 0..1 are scaled by 255, values
+in 0..255 kept as levels, others stretched; NaN/inf refused), converted by the rules of
+:func:`mrcnn.data.dataset.to_rgb_uint8` (tests check they agree). Each does everything
+``MaskRCNN.detect`` does, inside the graph:
 ``square`` resizing exactly as ``resize_image`` (bilinear weights of
 skimage's ``order=1`` resize, truncation to uint8, centred zero padding),
 mean subtraction, image meta, anchors, the network, and unmolding to pixel
@@ -24,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["export_saved_model", "serving_fn"]
+__all__ = ["export_saved_model", "serving_fn", "serving_fns"]
 
 
 def _interp_weights(out_size, in_size):
@@ -110,10 +114,10 @@ def _paste_masks(masks: tf.Tensor, boxes: tf.Tensor, height, width) -> tf.Tensor
 
 
 def _checked_rgb(image: tf.Tensor, channels: int) -> tf.Tensor:
-    """Refuse empty images; for 3-channel models convert uint8 grey/grey+alpha/RGBA to RGB.
+    """Refuse empty images; for 3-channel models turn grey/grey+alpha/RGBA into 3 channels.
 
-    The rules of :func:`mrcnn.data.dataset.to_rgb_uint8` for uint8 input (alpha dropped,
-    grey repeated), so the SavedModel takes what ``detect`` takes in uint8.
+    The channel rules of :func:`mrcnn.data.dataset.to_rgb_uint8` (alpha dropped, grey
+    repeated), for any dtype; the value conversion is :func:`_to_uint8_levels`.
     """
     shape = tf.shape(image)
     checks = [tf.debugging.assert_positive(
@@ -126,13 +130,34 @@ def _checked_rgb(image: tf.Tensor, channels: int) -> tf.Tensor:
     checks.append(tf.debugging.assert_positive(shape[2], message="image has 0 channels"))
     with tf.control_dependencies(checks):
         image = tf.identity(image)
-    grey = tf.tile(image[:, :, :1], [1, 1, 3])
+    grey = tf.concat([image[:, :, :1]] * 3, axis=2)  # Tile has no uint16 kernel
     rgb = tf.cond(shape[2] >= 3, lambda: image[:, :, :3], lambda: grey)
     return tf.ensure_shape(rgb, [None, None, 3])
 
 
-def serving_fn(model):
-    """The ``serve(image)`` tf.function for a MaskRCNN inference model."""
+def _to_uint8_levels(image: tf.Tensor) -> tf.Tensor:
+    """``to_rgb_uint8``'s value rules in TF, for uint16 and float images (channels already chosen).
+
+    Returns uint8-valued float64 ``[H, W, 3]``. Floats with all values in 0..1 (and not all 0)
+    are scaled by 255, floats in 0..255 are rounded, everything else (every uint16 image)
+    is min-max stretched over the whole image; a constant image becomes 0. Rounding is
+    half-to-even, as NumPy's. Non-finite float values fail with InvalidArgumentError.
+    """
+    is_float = image.dtype.is_floating
+    f = tf.cast(image, tf.float64)
+    if is_float:
+        f = tf.debugging.assert_all_finite(f, "image has non-finite values (NaN or inf)")
+    lo, hi = tf.reduce_min(f), tf.reduce_max(f)
+    stretched = tf.clip_by_value(tf.round((f / 2 - lo / 2) * (255.0 / (hi / 2 - lo / 2))), 0.0, 255.0)
+    out = tf.where(hi <= lo, tf.zeros_like(f), stretched)
+    if is_float:
+        out = tf.where((lo >= 0.0) & (hi <= 255.0), tf.round(f), out)
+        out = tf.where((lo >= 0.0) & (hi <= 1.0) & (hi > 0.0), tf.round(f * 255.0), out)
+    return out
+
+
+def serving_fns(model) -> dict:
+    """``{endpoint name: tf.function}`` for a MaskRCNN inference model (see module doc)."""
     config = model.config
     if config.IMAGE_RESIZE_MODE != "square":
         raise ValueError(f"export supports IMAGE_RESIZE_MODE='square' (fixed network input), "
@@ -146,12 +171,8 @@ def serving_fn(model):
     mean_pixel = tf.constant(np.asarray(config.MEAN_PIXEL, np.float64))
     num_classes = int(config.NUM_CLASSES)
 
-    spec_channels = None if channels == 3 else channels
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, spec_channels], tf.uint8, name="image")])
-    def serve(image):
-        image = _checked_rgb(image, channels)
-        shape = tf.shape(image)
+    def detect_one(image, shape):
+        """The network and unmolding for one uint8-valued image ``[H, W, C]`` (any dtype)."""
         height, width = shape[0], shape[1]
         pixels, window, scale = _resize_square(image, config.IMAGE_MIN_DIM, max_dim,
                                                config.IMAGE_MIN_SCALE)
@@ -190,22 +211,45 @@ def serving_fn(model):
         full_masks = _paste_masks(masks, boxes, height, width)
         return {"rois": boxes, "class_ids": class_ids, "scores": scores, "masks": full_masks}
 
-    return serve
+    spec_channels = None if channels == 3 else channels
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, spec_channels], tf.uint8, name="image")])
+    def serve(image):
+        image = _checked_rgb(image, channels)
+        return detect_one(image, tf.shape(image))
+
+    fns = {"serve": serve}
+    if channels == 3:
+        def converted(dtype):
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None], dtype, name="image")])
+            def serve_converted(image):
+                image = _to_uint8_levels(_checked_rgb(image, channels))
+                return detect_one(image, tf.shape(image))
+            return serve_converted
+        fns["serve_uint16"] = converted(tf.uint16)
+        fns["serve_float"] = converted(tf.float32)
+    return fns
+
+
+def serving_fn(model):
+    """The uint8 ``serve(image)`` tf.function for a MaskRCNN inference model."""
+    return serving_fns(model)["serve"]
 
 
 def export_saved_model(model, path: str) -> str:
     """Write ``model`` (inference mode, square resizing) as a SavedModel at ``path``.
 
     The SavedModel has the endpoint ``serve`` (also the ``serving_default``
-    signature) described in the module docstring.
+    signature) and, for 3-channel models, ``serve_uint16`` and ``serve_float``, described
+    in the module docstring.
 
     Returns:
         ``path``.
     """
-    serve = serving_fn(model)
     archive = keras.export.ExportArchive()
     archive.track(model.keras_model)
-    archive.add_endpoint(name="serve", fn=serve)
+    for name, fn in serving_fns(model).items():
+        archive.add_endpoint(name=name, fn=fn)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     archive.write_out(path, verbose=False)
     return path

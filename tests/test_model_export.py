@@ -101,7 +101,12 @@ def test_saved_model_reproduces_detect_in_fresh_process(tmp_path):
     # matched one to one (class, score, box, mask) apart from such ties.
     exact, ref = results[0], expected[0]
     assert len(exact["class_ids"]) == len(ref["class_ids"])
-    np.testing.assert_allclose(exact["scores"], ref["scores"], atol=1e-4)
+    # The last rows can be other detections: at the DETECTION_MAX_INSTANCES cut and in
+    # per-class NMS near the IoU threshold, float noise decides which of two near-equal
+    # boxes survives (seen on AMX machines: rows 94-99 differ by up to 1e-3).
+    head = int(0.9 * len(ref["scores"]))
+    np.testing.assert_allclose(exact["scores"][:head], ref["scores"][:head], atol=1e-4)
+    np.testing.assert_allclose(exact["scores"], ref["scores"], atol=5e-3)
     assert matched_share(exact, ref) >= 0.95
     assert matched_share(ref, exact) >= 0.95
     # Where the order is not in doubt (every earlier score separated by more than the
@@ -114,3 +119,6 @@ def test_saved_model_reproduces_detect_in_fresh_process(tmp_path):
     assert (exact["masks"][..., :clear] != ref["masks"][..., :clear]).sum() <= 10
     # The upscaled image goes through the in-graph resize (+-1 on a few pixels).
     assert matched_share(results[1], expected[1]) >= 0.8
+    # serve_float on the same pixels as float 0..1 gives what serve gives on the uint8 image.
+    assert matched_share(results[2], results[1]) == 1.0 and matched_share(results[1], results[2]) == 1.0
+    assert matched_share(results[2], expected[2]) >= 0.8

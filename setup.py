@@ -1,4 +1,4 @@
-"""Installs the ``mrcnn`` package (Mask R-CNN for Keras 3 / TensorFlow 2)."""
+"""Installs the ``mrcnn`` package (Mask R-CNN for Keras 3: TensorFlow 2, or JAX with ``[jax]``)."""
 import os
 import re
 
@@ -34,7 +34,9 @@ setup(
     packages=find_packages(include=["mrcnn", "mrcnn.*"]),
     python_requires=">=3.10",
     install_requires=read_requirements(),
-    extras_require={"openimages": ["openimages"], "albumentations": ["albumentations"]},
+    # Keras backends besides the default TensorFlow: KERAS_BACKEND=jax (README, "Backends").
+    extras_require={"openimages": ["openimages"], "albumentations": ["albumentations"],
+                    "jax": ["jax[cpu]>=0.6"]},
     license="MIT",
     classifiers=[
         "Programming Language :: Python :: 3",

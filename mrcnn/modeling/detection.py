@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from mrcnn.modeling.graph_ops import (apply_box_deltas_graph, clip_boxes_graph, config_value,
                                       norm_boxes_graph, padded_nms, parse_image_meta_graph)
@@ -12,41 +12,68 @@ from mrcnn.modeling.graph_ops import (apply_box_deltas_graph, clip_boxes_graph, 
 __all__ = ["DetectionLayer", "refine_detections_graph", "refine_detections_batch"]
 
 
-def _per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, keep: tf.Tensor,
-                   num_classes: int, max_instances: int, nms_threshold: float) -> tf.Tensor:
+def _per_class_nms(boxes, scores, class_ids, keep, num_classes: int, max_instances: int,
+                   nms_threshold: float):
     """NMS inside each class of each image, with static shapes.
 
-    One padded NMS per (image, foreground class) over all ``N`` rows, the rows
-    of other classes (and dropped rows) masked with score ``-inf``: the kernel
-    then sees exactly the rows Matterport gathered for that class, in the
-    same ascending order, so ties break alike. The number of NMS runs is
-    ``B * (num_classes - 1)`` whatever the data.
+    TensorFlow: one padded NMS (its kernel, see
+    :func:`~mrcnn.modeling.graph_ops.padded_nms`) per (image, foreground
+    class) over all ``N`` rows, the rows of other classes (and dropped rows)
+    masked with score ``-inf``: the kernel then sees exactly the rows
+    Matterport gathered for that class, in the same ascending order, so ties
+    break alike. The number of NMS runs is ``B * (num_classes - 1)``.
+
+    Other backends: one class-aware greedy pass per image
+    (:func:`~mrcnn.modeling.nms.greedy_nms` with ``groups=class_ids``), a box
+    suppressing only boxes of its class. Per class it keeps the same boxes as
+    the per-class runs; it stops after the ``max_instances`` best kept rows of
+    the image, which are the only ones the caller uses (a class's rows beyond
+    its own ``max_instances`` best never rank in the image's best
+    ``max_instances``). That is ``num_classes - 1`` times less work than
+    running the keras.ops NMS per class.
 
     Args:
         boxes: ``[B, N, 4]``; scores: ``[B, N]``; class_ids: ``[B, N]`` int32.
         keep: ``[B, N]`` bool, rows that take part.
 
     Returns:
-        ``[B, N]`` bool, True for rows NMS keeps (at most ``max_instances`` per class).
+        ``[B, N]`` bool, True for kept rows (at most ``max_instances`` per
+        class on TF, per image elsewhere; the best ``max_instances`` are the
+        same).
     """
-    batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    classes = tf.range(1, num_classes, dtype=tf.int32)                          # [C-1]
-    member = tf.logical_and(keep[:, tf.newaxis, :],
-                            tf.equal(class_ids[:, tf.newaxis, :], classes[tf.newaxis, :, tf.newaxis]))
-    class_scores = tf.where(member, scores[:, tf.newaxis, :], -float("inf"))  # [B, C-1, N]
-    class_boxes = tf.broadcast_to(boxes[:, tf.newaxis], [batch, num_classes - 1, num_rois, 4])
-    kept, valid = padded_nms(tf.reshape(class_boxes, [-1, num_rois, 4]),
-                             tf.reshape(class_scores, [-1, num_rois]), max_instances, nms_threshold)
-    # Scatter the kept rows back to their image: [B*(C-1), M] -> [B, N] hit counts.
-    image_ix = tf.repeat(tf.range(batch), num_classes - 1)[:, tf.newaxis] * tf.ones_like(kept)
-    hits = tf.scatter_nd(tf.stack([tf.reshape(image_ix, [-1]), tf.reshape(kept, [-1])], axis=1),
-                         tf.reshape(tf.cast(valid, tf.int32), [-1]), [batch, num_rois])
+    batch, num_rois = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    if keras.backend.backend() != "tensorflow":
+        from .nms import greedy_nms
+        kept, valid = greedy_nms(boxes, ops.where(keep, scores, float("-inf")), max_instances,
+                                 nms_threshold, groups=class_ids)
+        image_ix = ops.arange(batch, dtype="int32")[:, None] * ops.ones_like(kept)
+    else:
+        classes = ops.arange(1, num_classes, dtype="int32")                     # [C-1]
+        member = ops.logical_and(keep[:, None, :],
+                                 ops.equal(class_ids[:, None, :], classes[None, :, None]))
+        class_scores = ops.where(member, scores[:, None, :], float("-inf"))     # [B, C-1, N]
+        class_boxes = ops.broadcast_to(boxes[:, None], (batch, num_classes - 1, num_rois, 4))
+        kept, valid = padded_nms(ops.reshape(class_boxes, (-1, num_rois, 4)),
+                                 ops.reshape(class_scores, (-1, num_rois)), max_instances,
+                                 nms_threshold)
+        image_ix = ops.repeat(ops.arange(batch, dtype="int32"), num_classes - 1)[:, None] \
+            * ops.ones_like(kept)
+    # Scatter the kept rows back to their image: [rows, M] -> [B, N] hit counts
+    # (padding slots add 0 at index 0).
+    hits = ops.scatter(ops.stack([ops.reshape(image_ix, (-1,)), ops.reshape(kept, (-1,))], axis=1),
+                       ops.reshape(ops.cast(valid, "int32"), (-1,)), (batch, num_rois))
     return hits > 0
 
 
-def refine_detections_batch(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor, window: tf.Tensor,
-                            max_instances: int, min_confidence: Optional[float],
-                            nms_threshold: float, bbox_std_dev: Sequence[float]) -> tf.Tensor:
+def _take_rows(x, index):
+    """``x[b, index[b, k]]`` for ``x`` of shape ``[B, N, ...]`` and ``index`` ``[B, K]``."""
+    index = ops.reshape(index, tuple(ops.shape(index)) + (1,) * (len(x.shape) - 2))
+    return ops.take_along_axis(x, index, axis=1)
+
+
+def refine_detections_batch(rois, probs, deltas, window, max_instances: int,
+                            min_confidence: Optional[float], nms_threshold: float,
+                            bbox_std_dev: Sequence[float]):
     """Batched refine-and-filter of classifier outputs (Matterport's refine_detections_graph).
 
     Args:
@@ -65,36 +92,41 @@ def refine_detections_batch(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
         ROI index first), zero rows after the last detection. Background and
         low-score ROIs are dropped before NMS.
     """
-    batch = tf.shape(rois)[0]
-    num_rois = tf.shape(rois)[1]
-    class_ids = tf.argmax(probs, axis=2, output_type=tf.int32)
-    class_scores = tf.gather(probs, class_ids, batch_dims=2)
-    deltas_specific = tf.gather(deltas, class_ids, batch_dims=2)
-    refined = apply_box_deltas_graph(rois, deltas_specific * tf.constant(bbox_std_dev, tf.float32))
-    refined = clip_boxes_graph(refined, window[:, tf.newaxis, :])
+    rois = ops.cast(rois, "float32")
+    probs = ops.cast(probs, "float32")
+    deltas = ops.cast(deltas, "float32")
+    window = ops.cast(window, "float32")
+    num_rois = ops.shape(rois)[1]
+    class_ids = ops.cast(ops.argmax(probs, axis=2), "int32")
+    class_scores = ops.take_along_axis(probs, class_ids[..., None], axis=2)[..., 0]
+    deltas_specific = ops.take_along_axis(deltas, class_ids[..., None, None], axis=2)[:, :, 0]
+    refined = apply_box_deltas_graph(
+        rois, deltas_specific * ops.convert_to_tensor(bbox_std_dev, "float32"))
+    refined = clip_boxes_graph(refined, window[:, None, :])
 
     keep = class_ids > 0
     if min_confidence:
-        keep = tf.logical_and(keep, class_scores >= min_confidence)
+        keep = ops.logical_and(keep, class_scores >= min_confidence)
 
     nms_keep = _per_class_nms(refined, class_scores, class_ids, keep, int(probs.shape[2]),
                               max_instances, nms_threshold)
 
     # top_k puts equal scores in ascending index order, as Matterport's top_k
     # over its sorted keep list did; dropped rows sort last with -inf.
-    ranked = tf.where(nms_keep, class_scores, tf.constant(-float("inf")))
-    k = tf.minimum(max_instances, num_rois)
-    top = tf.math.top_k(ranked, k=k, sorted=True).indices
-    valid = tf.gather(nms_keep, top, batch_dims=1)[..., tf.newaxis]
-    detections = tf.concat([
-        tf.gather(refined, top, batch_dims=1),
-        tf.cast(tf.gather(class_ids, top, batch_dims=1), tf.float32)[..., tf.newaxis],
-        tf.gather(class_scores, top, batch_dims=1)[..., tf.newaxis],
+    ranked = ops.where(nms_keep, class_scores, float("-inf"))
+    k = (min(max_instances, num_rois) if isinstance(num_rois, int)
+         else ops.minimum(max_instances, num_rois))
+    _, top = ops.top_k(ranked, k, sorted=True)
+    valid = _take_rows(nms_keep, top)[..., None]
+    detections = ops.concatenate([
+        _take_rows(refined, top),
+        ops.cast(_take_rows(class_ids, top), "float32")[..., None],
+        _take_rows(class_scores, top)[..., None],
     ], axis=2)
-    detections = tf.where(valid, detections, tf.zeros_like(detections))
-    detections = tf.pad(detections, [(0, 0), (0, max_instances - k), (0, 0)])
-    detections.set_shape([None, max_instances, 6])
-    return detections
+    detections = ops.where(valid, detections, 0.0)
+    detections = ops.pad(detections, [(0, 0), (0, max_instances - k), (0, 0)])
+    # A static row count even when N is dynamic (TF graphs), for the mask head.
+    return ops.reshape(detections, (-1, max_instances, 6))
 
 
 def _detection_settings(config: Any, max_instances, min_confidence, nms_threshold, bbox_std_dev):
@@ -104,8 +136,7 @@ def _detection_settings(config: Any, max_instances, min_confidence, nms_threshol
             [float(v) for v in config_value(config, "BBOX_STD_DEV", bbox_std_dev)])
 
 
-def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor, window: tf.Tensor,
-                            config: Any) -> tf.Tensor:
+def refine_detections_graph(rois, probs, deltas, window, config: Any):
     """One image's detections, as Matterport's function of the same name.
 
     Args:
@@ -118,8 +149,8 @@ def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
         ``[DETECTION_MAX_INSTANCES, 6]`` as :func:`refine_detections_batch`.
     """
     settings = _detection_settings(config, None, None, None, None)
-    out = refine_detections_batch(rois[tf.newaxis], probs[tf.newaxis], deltas[tf.newaxis],
-                                  tf.convert_to_tensor(window, tf.float32)[tf.newaxis], *settings)
+    out = refine_detections_batch(rois[None], probs[None], deltas[None],
+                                  ops.convert_to_tensor(window, "float32")[None], *settings)
     return out[0]
 
 

@@ -1,4 +1,4 @@
-"""TensorFlow box maths used inside the Mask R-CNN graph.
+"""Box maths used inside the Mask R-CNN graph, in ``keras.ops`` (every backend).
 
 Conventions: boxes are ``(y1, x1, y2, x2)``. Inside the graph they are
 normalised (``(0, 0, 1, 1)`` is the whole image, see :func:`norm_boxes_graph`);
@@ -8,14 +8,21 @@ relative to the box size, before any division by a BBOX_STD_DEV.
 Every function reproduces Matterport's ``model.py`` / ``utils.py`` graph
 function of the same name bit for bit on the TF backend: the arithmetic is the
 same sequence of float32 operations, only written with broadcasting so that a
-leading batch dimension is accepted where Matterport took one box list.
+leading batch dimension is accepted where Matterport took one box list. On
+JAX and PyTorch the same sequence runs; their compilers may fuse a multiply
+and an add into one FMA, which moves a result by at most an ulp.
+
+Two functions return value-dependent shapes (``trim_zeros_graph``,
+``batch_pack_graph``, Matterport helpers kept for user code); they run in TF
+graphs and eagerly on the other backends, never inside a JAX ``jit``.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 __all__ = [
     "apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph", "box_refinement_graph",
@@ -24,7 +31,12 @@ __all__ = [
     "parse_image_meta_graph", "config_value", "padded_nms",
 ]
 
-TensorLike = Union[tf.Tensor, np.ndarray, Sequence[float]]
+# A backend tensor (tf.Tensor, jax.Array, torch.Tensor), a numpy array or a list.
+TensorLike = Union[Any, np.ndarray, Sequence[float]]
+
+
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
 
 
 def config_value(config: Any, attr: str, value: Any) -> Any:
@@ -41,22 +53,33 @@ def config_value(config: Any, attr: str, value: Any) -> Any:
     return getattr(config, attr)
 
 
-def _rounded(x: tf.Tensor) -> tf.Tensor:
+def _rounded(x):
     """``x`` as an op grappler cannot fold into the next add or divide.
 
     Inside ``tf.function`` with static shapes, grappler's arithmetic optimiser
     reassociates ``(a + b) + c``, which moves results by 1 ulp from Matterport's
-    (and from eager mode). EnsureShape is opaque to it and costs nothing.
+    (and from eager mode). EnsureShape is opaque to it and costs nothing. XLA
+    (JAX) does not reassociate floating-point sums, so other backends need no
+    barrier.
     """
-    return tf.ensure_shape(x, x.shape)
+    if _on_tensorflow():
+        import tensorflow as tf
+        return tf.ensure_shape(x, x.shape)
+    return x
 
 
-def _unstack4(boxes: tf.Tensor) -> List[tf.Tensor]:
+def _tensor(x, dtype=None):
+    """``x`` as a backend tensor; ``dtype`` casts, None keeps the input's dtype."""
+    x = ops.convert_to_tensor(x)
+    return x if dtype is None else ops.cast(x, dtype)
+
+
+def _unstack4(boxes) -> List[Any]:
     """The four coordinate columns of ``[..., 4]`` boxes, each ``[...]``."""
     return [boxes[..., i] for i in range(4)]
 
 
-def apply_box_deltas_graph(boxes: TensorLike, deltas: TensorLike) -> tf.Tensor:
+def apply_box_deltas_graph(boxes: TensorLike, deltas: TensorLike):
     """Shift and scale boxes by deltas.
 
     Args:
@@ -67,8 +90,8 @@ def apply_box_deltas_graph(boxes: TensorLike, deltas: TensorLike) -> tf.Tensor:
     Returns:
         ``[..., 4]`` refined boxes in the frame of ``boxes``.
     """
-    boxes = tf.convert_to_tensor(boxes)
-    deltas = tf.convert_to_tensor(deltas, dtype=boxes.dtype)
+    boxes = _tensor(boxes)
+    deltas = _tensor(deltas, boxes.dtype)
     y1, x1, y2, x2 = _unstack4(boxes)
     dy, dx, dh, dw = _unstack4(deltas)
     height = y2 - y1
@@ -77,15 +100,15 @@ def apply_box_deltas_graph(boxes: TensorLike, deltas: TensorLike) -> tf.Tensor:
     center_x = _rounded(x1 + 0.5 * width)
     center_y += dy * height
     center_x += dx * width
-    height *= tf.exp(dh)
-    width *= tf.exp(dw)
+    height *= ops.exp(dh)
+    width *= ops.exp(dw)
     # y2 is derived from the new y1 (not centre + h/2) to keep Matterport's rounding.
     new_y1 = center_y - 0.5 * height
     new_x1 = center_x - 0.5 * width
-    return tf.stack([new_y1, new_x1, new_y1 + height, new_x1 + width], axis=-1)
+    return ops.stack([new_y1, new_x1, new_y1 + height, new_x1 + width], axis=-1)
 
 
-def clip_boxes_graph(boxes: TensorLike, window: TensorLike) -> tf.Tensor:
+def clip_boxes_graph(boxes: TensorLike, window: TensorLike):
     """Clip boxes to a window.
 
     Args:
@@ -96,14 +119,14 @@ def clip_boxes_graph(boxes: TensorLike, window: TensorLike) -> tf.Tensor:
     Returns:
         ``[..., 4]`` boxes with every coordinate inside the window.
     """
-    boxes = tf.convert_to_tensor(boxes)
-    window = tf.convert_to_tensor(window, dtype=boxes.dtype)
-    low = tf.stack([window[..., 0], window[..., 1], window[..., 0], window[..., 1]], axis=-1)
-    high = tf.stack([window[..., 2], window[..., 3], window[..., 2], window[..., 3]], axis=-1)
-    return tf.maximum(tf.minimum(boxes, high), low)
+    boxes = _tensor(boxes)
+    window = _tensor(window, boxes.dtype)
+    low = ops.stack([window[..., 0], window[..., 1], window[..., 0], window[..., 1]], axis=-1)
+    high = ops.stack([window[..., 2], window[..., 3], window[..., 2], window[..., 3]], axis=-1)
+    return ops.maximum(ops.minimum(boxes, high), low)
 
 
-def overlaps_graph(boxes1: TensorLike, boxes2: TensorLike) -> tf.Tensor:
+def overlaps_graph(boxes1: TensorLike, boxes2: TensorLike):
     """IoU between every box of ``boxes1`` and every box of ``boxes2``.
 
     Args:
@@ -114,22 +137,22 @@ def overlaps_graph(boxes1: TensorLike, boxes2: TensorLike) -> tf.Tensor:
         ``[..., N, M]`` IoU. Degenerate pairs (zero union) give NaN, as in
         Matterport; callers mask padded boxes before using the result.
     """
-    b1 = tf.expand_dims(tf.convert_to_tensor(boxes1), -2)  # [..., N, 1, 4]
-    b2 = tf.expand_dims(tf.convert_to_tensor(boxes2), -3)  # [..., 1, M, 4]
+    b1 = ops.expand_dims(_tensor(boxes1), -2)  # [..., N, 1, 4]
+    b2 = ops.expand_dims(_tensor(boxes2), -3)  # [..., 1, M, 4]
     b1_y1, b1_x1, b1_y2, b1_x2 = _unstack4(b1)
     b2_y1, b2_x1, b2_y2, b2_x2 = _unstack4(b2)
-    y1 = tf.maximum(b1_y1, b2_y1)
-    x1 = tf.maximum(b1_x1, b2_x1)
-    y2 = tf.minimum(b1_y2, b2_y2)
-    x2 = tf.minimum(b1_x2, b2_x2)
-    intersection = tf.maximum(x2 - x1, 0) * tf.maximum(y2 - y1, 0)
+    y1 = ops.maximum(b1_y1, b2_y1)
+    x1 = ops.maximum(b1_x1, b2_x1)
+    y2 = ops.minimum(b1_y2, b2_y2)
+    x2 = ops.minimum(b1_x2, b2_x2)
+    intersection = ops.maximum(x2 - x1, 0) * ops.maximum(y2 - y1, 0)
     b1_area = (b1_y2 - b1_y1) * (b1_x2 - b1_x1)
     b2_area = (b2_y2 - b2_y1) * (b2_x2 - b2_x1)
     union = b1_area + b2_area - intersection
     return intersection / union
 
 
-def box_refinement_graph(box: TensorLike, gt_box: TensorLike) -> tf.Tensor:
+def box_refinement_graph(box: TensorLike, gt_box: TensorLike):
     """Deltas that turn ``box`` into ``gt_box`` (inverse of apply_box_deltas).
 
     Args:
@@ -138,8 +161,8 @@ def box_refinement_graph(box: TensorLike, gt_box: TensorLike) -> tf.Tensor:
     Returns:
         ``[..., 4]`` float32 ``(dy, dx, log(dh), log(dw))`` (not divided by a std-dev).
     """
-    box = tf.cast(box, tf.float32)
-    gt_box = tf.cast(gt_box, tf.float32)
+    box = _tensor(box, "float32")
+    gt_box = _tensor(gt_box, "float32")
     y1, x1, y2, x2 = _unstack4(box)
     gy1, gx1, gy2, gx2 = _unstack4(gt_box)
     height = y2 - y1
@@ -152,22 +175,22 @@ def box_refinement_graph(box: TensorLike, gt_box: TensorLike) -> tf.Tensor:
     gt_center_x = gx1 + 0.5 * gt_width
     dy = (gt_center_y - center_y) / height
     dx = (gt_center_x - center_x) / width
-    dh = tf.math.log(gt_height / height)
-    dw = tf.math.log(gt_width / width)
-    return tf.stack([dy, dx, dh, dw], axis=-1)
+    dh = ops.log(gt_height / height)
+    dw = ops.log(gt_width / width)
+    return ops.stack([dy, dx, dh, dw], axis=-1)
 
 
-def _box_scale(shape: TensorLike) -> tf.Tensor:
+def _box_scale(shape: TensorLike):
     """``[h-1, w-1, h-1, w-1]`` float32 from an ``(h, w)`` shape (also batched ``[..., 2]``)."""
-    shape = tf.cast(shape, tf.float32)
+    shape = _tensor(shape, "float32")
     h, w = shape[..., 0:1], shape[..., 1:2]
-    return tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)
+    return ops.concatenate([h, w, h, w], axis=-1) - 1.0
 
 
 _PIXEL_SHIFT = (0.0, 0.0, 1.0, 1.0)
 
 
-def norm_boxes_graph(boxes: TensorLike, shape: TensorLike) -> tf.Tensor:
+def norm_boxes_graph(boxes: TensorLike, shape: TensorLike):
     """Pixel boxes to normalised boxes.
 
     Args:
@@ -182,29 +205,41 @@ def norm_boxes_graph(boxes: TensorLike, shape: TensorLike) -> tf.Tensor:
     division into a reciprocal multiply (1 ulp off Matterport); the model
     passes the shape as a tensor, which keeps the exact division.
     """
-    boxes = tf.cast(boxes, tf.float32)
-    return tf.divide(boxes - tf.constant(_PIXEL_SHIFT), _box_scale(shape))
+    boxes = _tensor(boxes, "float32")
+    return ops.divide(boxes - _tensor(_PIXEL_SHIFT, "float32"), _box_scale(shape))
 
 
-def denorm_boxes_graph(boxes: TensorLike, shape: TensorLike) -> tf.Tensor:
-    """Normalised boxes to int32 pixel boxes (y2/x2 exclusive), rounding to nearest."""
-    boxes = tf.cast(boxes, tf.float32)
-    pixels = tf.multiply(boxes, _box_scale(shape)) + tf.constant(_PIXEL_SHIFT)
-    return tf.cast(tf.round(pixels), tf.int32)
+def denorm_boxes_graph(boxes: TensorLike, shape: TensorLike):
+    """Normalised boxes to int32 pixel boxes (y2/x2 exclusive), rounding half to even."""
+    boxes = _tensor(boxes, "float32")
+    pixels = ops.multiply(boxes, _box_scale(shape)) + _tensor(_PIXEL_SHIFT, "float32")
+    return ops.cast(ops.round(pixels), "int32")
 
 
-def trim_zeros_graph(boxes: TensorLike, name: str = "trim_zeros") -> Tuple[tf.Tensor, tf.Tensor]:
+def _boolean_mask(x, mask, name: Optional[str] = None):
+    """``x[mask]`` (rows where ``mask`` is True): a value-dependent shape.
+
+    TensorFlow has a graph op for it; the other backends only do it eagerly
+    (under ``jax.jit`` the output size would be unknown).
+    """
+    if _on_tensorflow():
+        import tensorflow as tf
+        return tf.boolean_mask(x, mask, name=name)
+    return ops.convert_to_tensor(np.asarray(x)[np.asarray(mask, dtype=bool)])
+
+
+def trim_zeros_graph(boxes: TensorLike, name: str = "trim_zeros") -> Tuple[Any, Any]:
     """Drop all-zero rows (padding) from ``[N, 4]`` boxes.
 
     Returns:
         ``(boxes [M, 4], non_zeros [N] bool)`` where ``non_zeros`` marks kept rows.
     """
-    boxes = tf.convert_to_tensor(boxes)
-    non_zeros = tf.cast(tf.reduce_sum(tf.abs(boxes), axis=1), tf.bool)
-    return tf.boolean_mask(boxes, non_zeros, name=name), non_zeros
+    boxes = _tensor(boxes)
+    non_zeros = ops.cast(ops.sum(ops.abs(boxes), axis=1), "bool")
+    return _boolean_mask(boxes, non_zeros, name=name), non_zeros
 
 
-def batch_pack_graph(x: TensorLike, counts: TensorLike, num_rows: int) -> tf.Tensor:
+def batch_pack_graph(x: TensorLike, counts: TensorLike, num_rows: int):
     """Concatenate the first ``counts[i]`` entries of row ``i`` for rows ``0..num_rows-1``.
 
     Args:
@@ -215,13 +250,13 @@ def batch_pack_graph(x: TensorLike, counts: TensorLike, num_rows: int) -> tf.Ten
     Returns:
         ``[sum(counts[:num_rows]), ...]`` in row-major order.
     """
-    x = tf.convert_to_tensor(x)[:num_rows]
-    counts = tf.convert_to_tensor(counts)[:num_rows]
-    keep = tf.range(tf.shape(x)[1])[tf.newaxis, :] < tf.cast(counts, tf.int32)[:, tf.newaxis]
-    return tf.boolean_mask(x, keep)
+    x = _tensor(x)[:num_rows]
+    counts = _tensor(counts)[:num_rows]
+    keep = ops.arange(ops.shape(x)[1])[None, :] < ops.cast(counts, "int32")[:, None]
+    return _boolean_mask(x, keep)
 
 
-def batch_slice(inputs: Union[tf.Tensor, List[tf.Tensor]], graph_fn: Callable, batch_size: int,
+def batch_slice(inputs: Union[Any, List[Any]], graph_fn: Callable, batch_size: int,
                 names: Optional[List[str]] = None):
     """Run ``graph_fn`` on each batch item and stack the results (Matterport's helper).
 
@@ -234,7 +269,8 @@ def batch_slice(inputs: Union[tf.Tensor, List[tf.Tensor]], graph_fn: Callable, b
         graph_fn: called with one slice of each input; returns a tensor or a
             list/tuple of tensors of the same shape for every item.
         batch_size: number of items to slice.
-        names: optional names of the stacked outputs.
+        names: optional names of the stacked outputs (kept for Matterport's
+            signature; Keras 3 tensors carry no names, so they are not used).
 
     Returns:
         One stacked tensor, or a list of them if ``graph_fn`` returns several.
@@ -246,18 +282,17 @@ def batch_slice(inputs: Union[tf.Tensor, List[tf.Tensor]], graph_fn: Callable, b
         out = graph_fn(*[x[i] for x in inputs])
         per_item.append(list(out) if isinstance(out, (tuple, list)) else [out])
     grouped = list(zip(*per_item))
-    names = names if names is not None else [None] * len(grouped)
-    result = [tf.stack(o, axis=0, name=n) for o, n in zip(grouped, names)]
+    result = [ops.stack(o, axis=0) for o in grouped]
     return result[0] if len(result) == 1 else result
 
 
-def log2_graph(x: TensorLike) -> tf.Tensor:
+def log2_graph(x: TensorLike):
     """Base-2 logarithm as ``log(x) / log(2)`` (the same rounding as Matterport)."""
-    x = tf.convert_to_tensor(x)
-    return tf.math.log(x) / tf.math.log(tf.constant(2.0, dtype=x.dtype))
+    x = _tensor(x)
+    return ops.log(x) / ops.log(_tensor(2.0, x.dtype))
 
 
-def parse_image_meta_graph(meta: TensorLike) -> Dict[str, tf.Tensor]:
+def parse_image_meta_graph(meta: TensorLike) -> Dict[str, Any]:
     """Split a batch of image meta vectors into their fields.
 
     Layout (see ``mrcnn.core.image.compose_image_meta``): ``image_id(1),
@@ -272,7 +307,7 @@ def parse_image_meta_graph(meta: TensorLike) -> Dict[str, tf.Tensor]:
         ``image_shape [B, 3]``, ``window [B, 4]``, ``scale [B]``,
         ``active_class_ids [B, NUM_CLASSES]``, all in ``meta``'s dtype.
     """
-    meta = tf.convert_to_tensor(meta)
+    meta = _tensor(meta)
     return {
         "image_id": meta[:, 0],
         "original_image_shape": meta[:, 1:4],
@@ -284,15 +319,19 @@ def parse_image_meta_graph(meta: TensorLike) -> Dict[str, tf.Tensor]:
 
 
 def padded_nms(boxes: TensorLike, scores: TensorLike, max_output_size: int,
-               iou_threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
+               iou_threshold: float) -> Tuple[Any, Any]:
     """Greedy NMS per row of a batch, with a fixed output size.
 
-    TensorFlow only: keras.ops has no NMS. ``NonMaxSuppressionV4`` with
-    ``pad_to_max_output_size`` is the CPU kernel of ``tf.image.non_max_suppression``
-    (V3: same IoU arithmetic, same tie order, lower index first) with a static
-    output shape, and it has an XLA kernel; ``non_max_suppression_padded``'s
-    tiled Python version computes IoU differently. Rows whose score is ``-inf``
-    take no part (that is how callers mask boxes out).
+    The one place that picks an NMS per backend. TensorFlow keeps its kernel:
+    ``NonMaxSuppressionV4`` with ``pad_to_max_output_size`` is the CPU kernel of
+    ``tf.image.non_max_suppression`` (V3: same IoU arithmetic, same tie order,
+    lower index first) with a static output shape, it has an XLA kernel, and
+    it is what makes ProposalLayer and DetectionLayer bit-exact against
+    Matterport (score ties included) and fast (a heap over the candidates
+    rather than ``M`` passes over all of them). Every other backend runs
+    :func:`mrcnn.modeling.nms.greedy_nms`, the same selection in keras.ops.
+    Rows whose score is ``-inf`` take no part (that is how callers mask boxes
+    out).
 
     Args:
         boxes: ``[B, N, 4]`` ``(y1, x1, y2, x2)``.
@@ -305,6 +344,10 @@ def padded_nms(boxes: TensorLike, scores: TensorLike, max_output_size: int,
         kept rows in descending score order, padded with index 0 and ``valid``
         False.
     """
+    if not _on_tensorflow():
+        from .nms import greedy_nms
+        return greedy_nms(boxes, scores, max_output_size, iou_threshold)
+    import tensorflow as tf
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
     lowest = tf.constant(np.finfo(np.float32).min, tf.float32)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import tensorflow as tf
 from keras import layers as KL
+from keras import ops
 
 from .backbone import BatchNorm
 from .roi_align import PyramidROIAlign
@@ -32,12 +32,12 @@ class TimeDistributed(KL.TimeDistributed):
         inner_shape = list(inputs.shape[2:])
         if any(d is None for d in inner_shape):
             return super().call(inputs, training=training, mask=mask)
-        dynamic = tf.shape(inputs)
-        flat = tf.reshape(inputs, [-1] + inner_shape)
+        outer = ops.shape(inputs)[:2]  # ints when static, tensors for TF's dynamic dims
+        flat = ops.reshape(inputs, tuple([-1] + inner_shape))
         kwargs = {"training": training} if self.layer._call_has_training_arg else {}
         out = self.layer.call(flat, **kwargs)
         # Static inner sizes keep the static shape for the next layer.
-        return tf.reshape(out, [dynamic[0], dynamic[1]] + list(out.shape[1:]))
+        return ops.reshape(out, tuple(outer) + tuple(out.shape[1:]))
 
 
 def fpn_classifier_graph(rois, feature_maps: Sequence, image_meta, pool_size: int,

@@ -610,9 +610,9 @@ class MaskRCNN(object):
             if self._predict_fn is None:
                 self._predict_fn = _make_predict_fn(self.keras_model, self.config)
             detections, masks = self._predict_fn(
-                tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
-                tf.constant(anchors, tf.float32))
-        return detections.numpy(), masks.numpy()
+                np.asarray(molded, np.float32), np.asarray(metas, np.float32),
+                np.asarray(anchors, np.float32))
+        return np.asarray(detections), np.asarray(masks)
 
     def _run_batches(self, molded: np.ndarray, metas: np.ndarray):
         anchors = self.get_anchors(molded.shape[1:])
@@ -720,7 +720,22 @@ class MaskRCNN(object):
 # helpers
 # ----------------------------------------------------------------------------
 def _make_predict_fn(keras_model: keras.Model, config):
-    """A traced inference function with dynamic batch and image size."""
+    """A compiled inference function ``(images, metas, anchors) -> (detections, masks)``.
+
+    Inputs are float32 numpy arrays ``[B, H, W, C]``, ``[B, META]``,
+    ``[B, A, 4]``; outputs are backend tensors (``np.asarray`` reads them).
+
+    TensorFlow: one ``tf.function`` with dynamic batch and image size.
+    JAX: ``jax.jit`` over ``stateless_call``, the weights passed as arguments
+    (so ``load_weights`` after the first call is seen) and one compilation
+    per input shape, cached by ``jit``. Other backends (PyTorch): the model
+    called eagerly without gradient tracking.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _make_jax_predict_fn(keras_model)
+    if backend != "tensorflow":
+        return _make_eager_predict_fn(keras_model)
     channels = config.IMAGE_CHANNEL_COUNT
 
     @tf.function(input_signature=[
@@ -728,6 +743,37 @@ def _make_predict_fn(keras_model: keras.Model, config):
         tf.TensorSpec([None, config.IMAGE_META_SIZE], tf.float32),
         tf.TensorSpec([None, None, 4], tf.float32)], reduce_retracing=True)
     def predict(images, metas, anchors):
+        outputs = keras_model([images, metas, anchors], training=False)
+        return outputs[0], outputs[3]
+
+    return predict
+
+
+def _make_jax_predict_fn(keras_model: keras.Model):
+    import jax
+
+    @jax.jit
+    def compiled(trainable, non_trainable, images, metas, anchors):
+        outputs, _ = keras_model.stateless_call(trainable, non_trainable,
+                                                [images, metas, anchors], training=False)
+        return outputs[0], outputs[3]
+
+    def predict(images, metas, anchors):
+        # Current values at each call: weights loaded later are used.
+        return compiled([v.value for v in keras_model.trainable_variables],
+                        [v.value for v in keras_model.non_trainable_variables],
+                        images, metas, anchors)
+
+    return predict
+
+
+def _make_eager_predict_fn(keras_model: keras.Model):
+    def predict(images, metas, anchors):
+        if keras.backend.backend() == "torch":
+            import torch
+            with torch.no_grad():
+                outputs = keras_model([images, metas, anchors], training=False)
+            return outputs[0].cpu(), outputs[3].cpu()
         outputs = keras_model([images, metas, anchors], training=False)
         return outputs[0], outputs[3]
 

@@ -50,6 +50,20 @@ def roi_pyramid_level(boxes, image_shape):
     return ops.cast(level, "int32")
 
 
+def _float64_available() -> bool:
+    """False on JAX unless ``jax_enable_x64`` is set (float64 casts then stay float32)."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+def _runtime_zero(x):
+    """0.0 (shaped like ``x``) that the compiler cannot prove to be 0 (NaN stays NaN-free:
+    only values above 3e38 would pass, and those are not box coordinates)."""
+    return ops.where(x > 3e38, x, 0.0)
+
+
 def _exact(op, a, b):
     """``op(a, b)`` rounded to float32 exactly as one float32 operation would be.
 
@@ -59,8 +73,23 @@ def _exact(op, a, b):
     multiplication by its reciprocal, and LLVM contracts ``a * b + c`` into an
     FMA; both move sample positions by an ulp, which changes crops on steep maps
     and decides whether a box ending at 1 samples the border or 0.
+
+    JAX has no float64 by default. There the operation runs in float32 with
+    a value the compiler cannot fold to 0 added where it matters: to a
+    product (if LLVM contracts that into an FMA, ``fma(a, b, 0)`` is the
+    correctly rounded product, and the product can no longer be contracted
+    into the next add) and to a divisor (XLA turns a division by a constant
+    into a multiplication by its reciprocal; a true division is exact).
     """
-    return ops.cast(op(ops.cast(a, "float64"), ops.cast(b, "float64")), "float32")
+    if _float64_available():
+        return ops.cast(op(ops.cast(a, "float64"), ops.cast(b, "float64")), "float32")
+    a = ops.cast(a, "float32")
+    if op is ops.divide:
+        return ops.divide(a, ops.cast(b, "float32") + _runtime_zero(a))
+    out = op(a, ops.cast(b, "float32"))
+    if op is ops.multiply:
+        out = out + _runtime_zero(out)
+    return out
 
 
 def _sample_axis(lo, hi, size, crop: int):

@@ -12,8 +12,7 @@ TensorFlow's detections that each backend reproduces (same class, box within
 1 px, in any order). With random weights every class score is about 1/81, so
 which 100 of the 1000 ROIs become detections is decided by float rounding:
 any other kernel order (TF+XLA included) keeps other boxes, and this column is
-near 0 for every backend. It is a sanity check for a real model
-(``--weights``-style runs); agreement with trained weights is what the
+near 0 for every backend; agreement with trained weights is what the
 Matterport fixture tests (tests/test_backend_jax.py) check.
 
     python benchmarks/backends.py [--size 1024] [--backbone resnet101] [--repeats 3] [--rounds 2]

@@ -137,7 +137,7 @@ def worker(args) -> None:
 
     import keras
     import numpy as np
-    import tensorflow as tf  # noqa: F401
+    import tensorflow as tf
     from mrcnn.modeling.maskrcnn import MaskRCNN
 
     out = {"tree": args.tree}
@@ -162,6 +162,33 @@ def worker(args) -> None:
             out["flops"] = _count_flops(model, 1024)
             out["conv_f32"] = _conv_rate("float32")
             out["conv_bf16"] = _conv_rate("bfloat16")
+    elif args.task == "graph":
+        # One process, one model: the Keras graph as main ran it (model(inputs)) against
+        # the graph detect() runs now (FoldedGraph), alternating call by call, so that load
+        # from other processes hits both alike.
+        from mrcnn.modeling.fold import FoldedGraph
+        keras.utils.set_random_seed(0)
+        model = MaskRCNN("inference", _make_config(1024, 1, args.precision), "/tmp/mrcnn_bench_logs")
+        image = rng.randint(0, 255, (768, 1024, 3)).astype(np.uint8)
+        molded, metas, _ = model.mold_inputs([image])
+        inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                  tf.constant(model.get_anchors(molded.shape[1:])[None])]
+        spec = [tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, metas.shape[1]]),
+                tf.TensorSpec([None, None, 4])]
+        folded = FoldedGraph(model.keras_model)
+        fns = {"keras": tf.function(lambda a, b, c: model.keras_model([a, b, c], training=False)[3],
+                                    input_signature=spec),
+               "folded": tf.function(lambda a, b, c: folded([a, b, c])[3], input_signature=spec)}
+        times = {k: [] for k in fns}
+        for _ in range(args.warmups):
+            for f in fns.values():
+                f(*inputs).numpy()
+        for _ in range(args.repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f(*inputs).numpy()
+                times[k].append(time.perf_counter() - t)
+        out["graph"] = {k: statistics.median(v) for k, v in times.items()}
     else:  # throughput at one size, batches 1, 2, 4
         out["images_per_s"] = {}
         for batch in args.batches:
@@ -208,7 +235,9 @@ def main(argv=None) -> None:
     p.add_argument("--tp-repeats", type=int, default=3, help="repeats of the throughput runs")
     p.add_argument("--tp-warmups", type=int, default=1)
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    p.add_argument("--only", choices=("case", "throughput"), default=None)
+    p.add_argument("--only", choices=("case", "throughput", "graph"), default=None)
+    p.add_argument("--no-xla-throughput", action="store_true",
+                   help="throughput rows without the XLA variant (it is in the case table)")
     # worker options
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tree", default=HERE, help=argparse.SUPPRESS)
@@ -229,6 +258,7 @@ def main(argv=None) -> None:
                 ("float32", new, ["--precision", "f32"]),
                 ("bfloat16", new, ["--precision", "bf16"]),
                 ("float32 XLA", new, ["--precision", "f32", "--xla"])]
+    tp_variants = [v for v in variants if not (args.no_xla_throughput and "--xla" in v[2])]
     case = {v[0]: [] for v in variants}
     tput = {(v[0], s): [] for v in variants for s in args.sizes}
     extra_info = {}
@@ -247,13 +277,26 @@ def main(argv=None) -> None:
                       f"{res['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         if args.only in (None, "throughput"):
             for size in args.sizes:
-                for label, tree, flags in variants:
+                for label, tree, flags in tp_variants:
                     res = _run(tree, flags + ["--task", "throughput", "--size", str(size),
                                               "--repeats", str(args.tp_repeats),
                                               "--warmups", str(args.tp_warmups)])
                     tput[(label, size)].append(res["images_per_s"])
                     print(f"[{time.time() - t_start:.0f}s] throughput {label} {size}: "
                           f"{res['images_per_s']}", file=sys.stderr, flush=True)
+
+    if args.only == "graph":
+        print("\nIn one process, alternating: the graph as main ran it (keras_model(inputs)) and as "
+              f"detect() runs it now (FoldedGraph); 1024x1024 input, median of {args.repeats}\n")
+        print("| precision | keras_model s | FoldedGraph s | ratio |")
+        print("|---|---:|---:|---:|")
+        for precision in ("f32", "bf16"):
+            res = _run(new, ["--task", "graph", "--precision", precision, "--repeats", str(args.repeats),
+                             "--warmups", str(args.warmups)])["graph"]
+            print(f"| {precision} | {res['keras']:.2f} | {res['folded']:.2f} | "
+                  f"{res['folded'] / res['keras']:.2f} |", flush=True)
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+        return
 
     import platform
     print(f"\nMask R-CNN CPU inference, R101-FPN, 81 classes, random weights, "
@@ -287,7 +330,7 @@ def main(argv=None) -> None:
         print("| size | variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
         print("|---|---|" + "---:|" * len(batches))
         for size in args.sizes:
-            for label, _, _ in variants:
+            for label, _, _ in tp_variants:
                 cells = []
                 for b in batches:
                     v = statistics.median(r[b] for r in tput[(label, size)])

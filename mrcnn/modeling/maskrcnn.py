@@ -274,6 +274,9 @@ class MaskRCNN(object):
         if policy == "mixed_bfloat16":
             from .fold import warn_if_no_native_bf16
             warn_if_no_native_bf16()
+        elif not tf.config.list_logical_devices("GPU"):
+            logger.warning("MIXED_PRECISION=%r at inference without a GPU: float16 convolutions "
+                           "are emulated on CPUs and slower than float32", policy)
         with policy_scope(policy):
             model = self._build_inference(config, input_image, input_image_meta)
         # Class scores rank the detections: their softmax runs in float32.

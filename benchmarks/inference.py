@@ -12,7 +12,7 @@ one model and one detect loop), and the workers of the baseline checkout and of
 this one are started alternately, ``--rounds`` times, so that load from other
 processes on the machine hits both alike. The baseline has no bf16 inference,
 so bf16 is compared with the baseline's float32. Also prints the model's
-FLOPs, counted by TensorFlow's profiler on the traced graph of this checkout,
+FLOPs, counted from the static shapes of every convolution and matmul in the traced graph,
 and the achieved GFLOP/s next to the measured rate of a 3x3 convolution.
 
     python benchmarks/inference.py --base /work/base [--rounds 1] [--repeats 5]
@@ -316,8 +316,8 @@ def main(argv=None) -> None:
             rate = f"{flops / t / 1e9:.0f}" if flops else "-"
             print(f"| {label} | {t:.2f} | {t / base_t:.2f} | {rss:.0f} | {rate} |")
         if flops:
-            print(f"\nFLOPs of the graph at 1024x1024 (TF profiler, multiply and add counted "
-                  f"separately): {flops / 1e9:.1f} G (= {flops / 2e9:.1f} G multiply-adds). "
+            print(f"\nFLOPs of the graph at 1024x1024 (counted on the traced graph, a multiply-add = 2; "
+                  f"batch 1): {flops / 1e9:.1f} G (= {flops / 2e9:.1f} G multiply-adds). "
                   f"Measured 3x3 conv 256->256 on 256x256: float32 {extra_info['conv_f32']:.0f} "
                   f"GFLOP/s, bfloat16 {extra_info['conv_bf16']:.0f} GFLOP/s; float32 floor "
                   f"{flops / extra_info['conv_f32'] / 1e9:.2f} s, bfloat16 floor "

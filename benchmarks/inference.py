@@ -335,7 +335,7 @@ def main(argv=None) -> None:
                 for b in batches:
                     v = statistics.median(r[b] for r in tput[(label, size)])
                     ref = statistics.median(r[b] for r in tput[("base float32", size)])
-                    cells.append(f"{v:.2f} ({v / ref:.2f}x)")
+                    cells.append(f"{v:.3f} ({v / ref:.2f}x)")
                 print(f"| {size} | {label} | " + " | ".join(cells) + " |")
 
 

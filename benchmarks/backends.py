@@ -46,17 +46,6 @@ def _config(size: int, backbone: str):
     return BenchConfig()
 
 
-def _xla_predict_fn(keras_model, config):
-    """The detect() graph as MaskRCNN traces it, compiled with XLA (benchmark only)."""
-    import tensorflow as tf
-
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def predict(images, metas, anchors):
-        outputs = keras_model([images, metas, anchors], training=False)
-        return outputs[0], outputs[3]
-    return predict
-
-
 def worker(name: str, size: int, backbone: str, repeats: int) -> dict:
     import keras
     import numpy as np
@@ -67,7 +56,7 @@ def worker(name: str, size: int, backbone: str, repeats: int) -> dict:
     config = _config(size, backbone)
     model = MaskRCNN("inference", config, "/tmp/mrcnn_bench_logs")
     if name == "tensorflow+xla":
-        model._predict_fn = _xla_predict_fn(model.keras_model, config)
+        model.jit_compile = True  # detect()'s own graph, compiled with XLA
     image = np.random.RandomState(0).randint(0, 255, (size * 3 // 4, size, 3)).astype(np.uint8)
     start = time.perf_counter()
     first = model.detect([image])[0]

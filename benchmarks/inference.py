@@ -1,146 +1,342 @@
-"""Inference speed of the Mask R-CNN graph on this machine (CPU).
+"""CPU inference speed of ``MaskRCNN.detect``: this checkout against a baseline checkout.
 
-Builds R101-FPN for 1024x1024 inputs with 81 classes and random weights
-(DETECTION_MIN_CONFIDENCE=0, so the mask head and unmolding always see the
-full DETECTION_MAX_INSTANCES=100 detections), then times, as the median of
-``--repeats`` runs after one warm-up:
+The issue-14 case: ``detect()`` of one 1024x768 image, R101-FPN, 81 classes,
+random weights, DETECTION_MIN_CONFIDENCE=0 (so 100 detections reach the mask
+head and unmolding), median of ``--repeats`` after ``--warmups`` warm-ups, with
+float32, bfloat16 (``MIXED_PRECISION = "mixed_bfloat16"``) and float32 with
+``jit_compile=True`` (XLA). Then throughput (images/s) of ``detect()`` on
+batches of 1, 2 and 4 images (IMAGES_PER_GPU = batch) at 512 and 1024 px.
 
-* backbone + FPN alone (a sub-model up to P2..P6),
-* the graph up to the proposals (backbone + RPN + ProposalLayer),
-* the graph up to the classifier head outputs,
-* the whole graph (+ DetectionLayer + mask head),
-* ``MaskRCNN.detect`` on one image (molding, graph, unmolding),
-* ``DetectionLayer`` alone and ``unmold_detections`` of 100 detections,
+Every measurement runs in a fresh worker process (so the peak RSS is that of
+one model and one detect loop), and the workers of the baseline checkout and of
+this one are started alternately, ``--rounds`` times, so that load from other
+processes on the machine hits both alike. The baseline has no bf16 inference,
+so bf16 is compared with the baseline's float32. Also prints the model's
+FLOPs, counted from the static shapes of every convolution and matmul in the traced graph,
+and the achieved GFLOP/s next to the measured rate of a 3x3 convolution.
 
-and derives the per-stage costs by difference. Prints a Markdown table and
-the peak RSS. Usage::
-
-    python benchmarks/inference.py [--repeats 3] [--size 1024] [--backbone resnet101]
+    python benchmarks/inference.py --base /work/base [--rounds 1] [--repeats 5]
+    python benchmarks/inference.py --base /work/base --only case   # just the issue case
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import statistics
+import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mrcnn.config import Config  # noqa: E402
-from mrcnn.modeling.detection import DetectionLayer  # noqa: E402
-from mrcnn.modeling.maskrcnn import MaskRCNN  # noqa: E402
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_config(size: int, backbone: str) -> Config:
+# ----------------------------------------------------------------------------
+# worker (runs inside one checkout)
+# ----------------------------------------------------------------------------
+def _make_config(size: int, batch: int, precision: str):
+    from mrcnn.config import Config
+
     class BenchConfig(Config):
         NAME = "bench"
         NUM_CLASSES = 81
-        IMAGES_PER_GPU = 1
-        BACKBONE = backbone
+        IMAGES_PER_GPU = batch
+        BACKBONE = "resnet101"
         IMAGE_MIN_DIM = size
         IMAGE_MAX_DIM = size
         DETECTION_MIN_CONFIDENCE = 0.0
+        MIXED_PRECISION = "mixed_bfloat16" if precision == "bf16" else None
     return BenchConfig()
 
 
-def graph_fn(keras_model, names):
-    sub = keras.Model(keras_model.inputs, [keras_model.get_layer(n).output for n in names])
+def _graph_flops(graph) -> tuple:
+    """FLOPs (a multiply-add counts 2) of the convolutions and matrix products of a traced
+    graph, from each op's static input/output shapes; recurses into called functions.
 
-    @tf.function(reduce_retracing=True)
-    def run(inputs):
-        return sub(inputs, training=False)
-    return run
+    Returns ``(flops, {op type: flops}, ops with unknown shapes)``."""
+    import numpy as np
+    total, by_type, unknown = 0.0, {}, []
+    for op in graph.get_operations():
+        kind = op.type
+        flops = None
+        try:
+            if kind in ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative"):
+                out = op.outputs[0].shape.as_list()
+                kh, kw, cin, _ = op.inputs[1].shape.as_list()
+                flops = 2.0 * np.prod(out) * kh * kw * (1 if kind.startswith("Depthwise") else cin)
+            elif kind == "Conv2DBackpropInput":  # transposed convolution
+                dy = op.inputs[2].shape.as_list()
+                kh, kw, cout, _ = op.inputs[1].shape.as_list()
+                flops = 2.0 * np.prod(dy) * kh * kw * cout
+            elif kind in ("MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+                a = op.inputs[0].shape.as_list()
+                out = op.outputs[0].shape.as_list()
+                k = a[-2] if (op.get_attr("transpose_a") if kind == "MatMul" else op.get_attr("adj_x")) else a[-1]
+                flops = 2.0 * np.prod(out) * k
+        except (ValueError, TypeError):
+            unknown.append(op.name)
+            continue
+        if flops is not None:
+            if not np.isfinite(flops) or flops < 0:
+                unknown.append(op.name)
+                continue
+            total += flops
+            by_type[kind] = by_type.get(kind, 0.0) + flops
+        for attr in ("f", "then_branch", "else_branch", "body", "cond"):
+            try:
+                fn = op.get_attr(attr)
+            except (ValueError, TypeError):
+                continue
+            sub = graph._get_function(fn.name) if hasattr(fn, "name") else None
+            if sub is not None and hasattr(sub, "graph"):
+                t, b, u = _graph_flops(sub.graph)
+                total += t
+                unknown += u
+                for key, v in b.items():
+                    by_type[key] = by_type.get(key, 0.0) + v
+    return total, by_type, unknown
+
+
+def _count_flops(model, size: int) -> float:
+    """FLOPs of one ``size``x``size`` image through detect's graph, counted on the graph
+    traced with static shapes (batch 1): every convolution and matrix product."""
+    import tensorflow as tf
+    from mrcnn.modeling.fold import FoldedGraph
+    graph = FoldedGraph(model.keras_model)  # what detect() runs
+    anchors = model.get_anchors((size, size))
+    concrete = tf.function(lambda *x: graph(x)).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3], tf.float32),
+        tf.TensorSpec([1, model.config.IMAGE_META_SIZE], tf.float32),
+        tf.TensorSpec([1] + list(anchors.shape), tf.float32))
+    flops, by_type, unknown = _graph_flops(concrete.graph)
+    if unknown:
+        raise RuntimeError(f"ops with unknown static shapes, FLOPs would be undercounted: {unknown[:5]}")
+    return flops
+
+
+def _conv_rate(dtype: str, repeats: int = 5) -> float:
+    """GFLOP/s of a 3x3, 256->256 convolution on a 256x256 map (best of ``repeats``)."""
+    import numpy as np
+    import tensorflow as tf
+    x = tf.constant(np.random.RandomState(0).standard_normal((1, 256, 256, 256)), tf.dtypes.as_dtype(dtype))
+    k = tf.constant(np.random.RandomState(1).standard_normal((3, 3, 256, 256)) * 0.05,
+                    tf.dtypes.as_dtype(dtype))
+    f = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
+    f(x, k).numpy()
+    best = 1e9
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x, k).numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2 * 256 * 256 * 9 * 256 * 256 / best / 1e9
+
+
+def worker(args) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import resource
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from mrcnn.modeling.maskrcnn import MaskRCNN
+
+    out = {"tree": args.tree}
+    rng = np.random.RandomState(0)
+    if args.task == "case":
+        keras.utils.set_random_seed(0)
+        model = MaskRCNN("inference", _make_config(1024, 1, args.precision), "/tmp/mrcnn_bench_logs")
+        if args.xla:
+            model.jit_compile = True
+        image = rng.randint(0, 255, (768, 1024, 3)).astype(np.uint8)
+        for _ in range(args.warmups):
+            r = model.detect([image])
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            r = model.detect([image])
+            times.append(time.perf_counter() - t)
+        out["seconds"] = statistics.median(times)
+        out["detections"] = int(len(r[0]["class_ids"]))
+        out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        if args.flops:
+            out["flops"] = _count_flops(model, 1024)
+            out["conv_f32"] = _conv_rate("float32")
+            out["conv_bf16"] = _conv_rate("bfloat16")
+    elif args.task == "graph":
+        # One process, one model: the Keras graph as main ran it (model(inputs)) against
+        # the graph detect() runs now (FoldedGraph), alternating call by call, so that load
+        # from other processes hits both alike.
+        from mrcnn.modeling.fold import FoldedGraph
+        keras.utils.set_random_seed(0)
+        model = MaskRCNN("inference", _make_config(1024, 1, args.precision), "/tmp/mrcnn_bench_logs")
+        image = rng.randint(0, 255, (768, 1024, 3)).astype(np.uint8)
+        molded, metas, _ = model.mold_inputs([image])
+        inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                  tf.constant(model.get_anchors(molded.shape[1:])[None])]
+        spec = [tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, metas.shape[1]]),
+                tf.TensorSpec([None, None, 4])]
+        folded = FoldedGraph(model.keras_model)
+        fns = {"keras": tf.function(lambda a, b, c: model.keras_model([a, b, c], training=False)[3],
+                                    input_signature=spec),
+               "folded": tf.function(lambda a, b, c: folded([a, b, c])[3], input_signature=spec)}
+        times = {k: [] for k in fns}
+        for _ in range(args.warmups):
+            for f in fns.values():
+                f(*inputs).numpy()
+        for _ in range(args.repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f(*inputs).numpy()
+                times[k].append(time.perf_counter() - t)
+        out["graph"] = {k: statistics.median(v) for k, v in times.items()}
+    else:  # throughput at one size, batches 1, 2, 4
+        out["images_per_s"] = {}
+        for batch in args.batches:
+            keras.utils.set_random_seed(0)
+            model = MaskRCNN("inference", _make_config(args.size, batch, args.precision),
+                             "/tmp/mrcnn_bench_logs")
+            if args.xla:
+                model.jit_compile = True
+            images = [rng.randint(0, 255, (args.size * 3 // 4, args.size, 3)).astype(np.uint8)
+                      for _ in range(batch)]
+            for _ in range(args.warmups):
+                model.detect(images)
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                model.detect(images)
+                times.append(time.perf_counter() - t)
+            out["images_per_s"][str(batch)] = batch / statistics.median(times)
+            del model
+            keras.backend.clear_session()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------
+# driver
+# ----------------------------------------------------------------------------
+def _run(tree: str, extra: list) -> dict:
+    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, os.path.join(HERE, "benchmarks", "inference.py"), "--worker",
+           "--tree", tree] + extra
+    proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"worker {cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--backbone", default="resnet101")
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", default="/work/base", help="baseline checkout (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=1, help="alternating rounds of all workers")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmups", type=int, default=2)
+    p.add_argument("--tp-repeats", type=int, default=3, help="repeats of the throughput runs")
+    p.add_argument("--tp-warmups", type=int, default=1)
+    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    p.add_argument("--only", choices=("case", "throughput", "graph"), default=None)
+    p.add_argument("--no-xla-throughput", action="store_true",
+                   help="throughput rows without the XLA variant (it is in the case table)")
+    # worker options
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tree", default=HERE, help=argparse.SUPPRESS)
+    p.add_argument("--task", default="case", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="f32", help=argparse.SUPPRESS)
+    p.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=1024, help=argparse.SUPPRESS)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
 
-    keras.utils.set_random_seed(0)
-    config = make_config(args.size, args.backbone)
-    model = MaskRCNN("inference", config, "/tmp/mrcnn_bench_logs")
-    rng = np.random.RandomState(0)
-    image = rng.randint(0, 255, (args.size * 3 // 4, args.size, 3)).astype(np.uint8)
-    molded, metas, windows = model.mold_inputs([image])
-    anchors = model.get_anchors(molded.shape[1:])[np.newaxis]
-    inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
-              tf.constant(anchors, tf.float32)]
+    base, new = os.path.abspath(args.base), HERE
+    # (label, tree, worker flags); base only runs float32 without XLA, as main did.
+    variants = [("base float32", base, ["--precision", "f32"]),
+                ("float32", new, ["--precision", "f32"]),
+                ("bfloat16", new, ["--precision", "bf16"]),
+                ("float32 XLA", new, ["--precision", "f32", "--xla"])]
+    tp_variants = [v for v in variants if not (args.no_xla_throughput and "--xla" in v[2])]
+    case = {v[0]: [] for v in variants}
+    tput = {(v[0], s): [] for v in variants for s in args.sizes}
+    extra_info = {}
+    t_start = time.time()
+    for rnd in range(args.rounds):
+        if args.only in (None, "case"):
+            for label, tree, flags in variants:
+                want_flops = tree == new and label == "float32" and rnd == 0
+                res = _run(tree, flags + ["--task", "case", "--repeats", str(args.repeats),
+                                          "--warmups", str(args.warmups)]
+                           + (["--flops"] if want_flops else []))
+                case[label].append(res)
+                if want_flops:
+                    extra_info = res
+                print(f"[{time.time() - t_start:.0f}s] case {label}: {res['seconds']:.3f} s, "
+                      f"{res['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+        if args.only in (None, "throughput"):
+            for size in args.sizes:
+                for label, tree, flags in tp_variants:
+                    res = _run(tree, flags + ["--task", "throughput", "--size", str(size),
+                                              "--repeats", str(args.tp_repeats),
+                                              "--warmups", str(args.tp_warmups)])
+                    tput[(label, size)].append(res["images_per_s"])
+                    print(f"[{time.time() - t_start:.0f}s] throughput {label} {size}: "
+                          f"{res['images_per_s']}", file=sys.stderr, flush=True)
 
-    # The backbone alone, as its own model (image input only).
-    km = model.keras_model
-    backbone = keras.Model(km.get_layer("input_image").output,
-                           [km.get_layer(f"fpn_p{i}").output for i in range(2, 7)])
-    backbone_fn = tf.function(lambda x: backbone(x, training=False))
-    to_rois = graph_fn(km, ["ROI"])
-    to_heads = graph_fn(km, ["ROI", "mrcnn_class", "mrcnn_bbox"])
-    full = graph_fn(km, ["mrcnn_detection", "mrcnn_mask"])
-    detections, masks = [t.numpy() for t in full(inputs)]
-    roi_out, probs, deltas = to_heads(inputs)
-    # Random weights give odd boxes; unmold 100 synthetic detections of 50-400 px
-    # inside the image window instead (the cost grows with box area).
-    wy1, wx1, wy2, wx2 = windows[0] / float(args.size - 1)
-    y1 = rng.uniform(wy1, wy2 - 0.4, 100)
-    x1 = rng.uniform(wx1, wx2 - 0.4, 100)
-    side = rng.uniform(50, 400, (100, 2)) / args.size
-    synth_det = np.stack([y1, x1, y1 + side[:, 0], x1 + side[:, 1],
-                          rng.randint(1, 81, 100), np.linspace(0.99, 0.5, 100)], 1).astype(np.float32)
-    synth_masks = rng.uniform(0, 1, (100, 28, 28, 81)).astype(np.float32)
-    det_layer = DetectionLayer(config)
-    det_fn = tf.function(lambda r, p, d, m: det_layer([r, p, d, m]))
-    stages = {
-        "backbone": lambda: [t.numpy() for t in backbone_fn(inputs[0])],
-        "rois": lambda: to_rois(inputs).numpy(),
-        "heads": lambda: [t.numpy() for t in to_heads(inputs)],
-        "full": lambda: [t.numpy() for t in full(inputs)],
-        "detect": lambda: model.detect([image]),
-        "det_layer": lambda: det_fn(roi_out, probs, deltas, inputs[1]).numpy(),
-        "unmold": lambda: model.unmold_detections(synth_det, synth_masks, image.shape,
-                                                  molded.shape[1:], windows[0]),
-    }
-    # Interleave the stages in every repeat so that load from other processes
-    # affects them alike; report medians.
-    for fn in stages.values():
-        fn()
-    times = {k: [] for k in stages}
-    for _ in range(args.repeats):
-        for key, fn in stages.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    t_backbone, t_rois, t_heads, t_full = med["backbone"], med["rois"], med["heads"], med["full"]
-    t_detect, t_det_layer, t_unmold = med["detect"], med["det_layer"], med["unmold"]
+    if args.only == "graph":
+        print("\nIn one process, alternating: the graph as main ran it (keras_model(inputs)) and as "
+              f"detect() runs it now (FoldedGraph); 1024x1024 input, median of {args.repeats}\n")
+        print("| precision | keras_model s | FoldedGraph s | ratio |")
+        print("|---|---:|---:|---:|")
+        for precision in ("f32", "bf16"):
+            res = _run(new, ["--task", "graph", "--precision", precision, "--repeats", str(args.repeats),
+                             "--warmups", str(args.warmups)])["graph"]
+            print(f"| {precision} | {res['keras']:.2f} | {res['folded']:.2f} | "
+                  f"{res['folded'] / res['keras']:.2f} |", flush=True)
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+        return
 
-    rows = [
-        ("backbone + FPN (P2..P6)", t_backbone),
-        ("RPN + proposals (graph to ROI minus backbone)", t_rois - t_backbone),
-        ("classifier head incl. ROIAlign (to mrcnn_class minus to ROI)", t_heads - t_rois),
-        ("detection + mask head (whole graph minus to mrcnn_class)", t_full - t_heads),
-        ("  of which DetectionLayer alone", t_det_layer),
-        ("unmold_detections (100 detections, 50-400 px boxes)", t_unmold),
-        ("whole graph (tf.function)", t_full),
-        ("detect([image]) end to end", t_detect),
-    ]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"\nMask R-CNN inference, {args.backbone}-FPN, {args.size}x{args.size}, 81 classes, "
-          f"random weights, {os.cpu_count()} CPU cores, TF {tf.__version__}, "
-          f"median of {args.repeats}\n")
-    print("| stage | seconds | x backbone |")
-    print("|---|---:|---:|")
-    for name, t in rows:
-        print(f"| {name} | {t:.3f} | {t / t_backbone:.2f} |")
-    print(f"\npeak RSS: {peak_mb:.0f} MB; detect / backbone = {t_detect / t_backbone:.2f}; "
-          f"load average during the run: {os.getloadavg()[0]:.1f}")
+    import platform
+    print(f"\nMask R-CNN CPU inference, R101-FPN, 81 classes, random weights, "
+          f"DETECTION_MIN_CONFIDENCE=0; {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+          f"base = {base}; {args.rounds} round(s) alternating base and this checkout; "
+          f"load average at the end {os.getloadavg()[0]:.1f}\n")
+    if any(case.values()):
+        base_t = statistics.median(r["seconds"] for r in case["base float32"])
+        flops = extra_info.get("flops")
+        print(f"detect() of one 1024x768 image (100 detections), median of {args.repeats} after "
+              f"{args.warmups} warm-ups (median over rounds)\n")
+        print("| variant | seconds | x base float32 | peak RSS MB | achieved GFLOP/s |")
+        print("|---|---:|---:|---:|---:|")
+        for label, _, _ in variants:
+            t = statistics.median(r["seconds"] for r in case[label])
+            rss = max(r["rss_mb"] for r in case[label])
+            rate = f"{flops / t / 1e9:.0f}" if flops else "-"
+            print(f"| {label} | {t:.2f} | {t / base_t:.2f} | {rss:.0f} | {rate} |")
+        if flops:
+            print(f"\nFLOPs of the graph at 1024x1024 (counted on the traced graph, a multiply-add = 2; "
+                  f"batch 1): {flops / 1e9:.1f} G (= {flops / 2e9:.1f} G multiply-adds). "
+                  f"Measured 3x3 conv 256->256 on 256x256: float32 {extra_info['conv_f32']:.0f} "
+                  f"GFLOP/s, bfloat16 {extra_info['conv_bf16']:.0f} GFLOP/s; float32 floor "
+                  f"{flops / extra_info['conv_f32'] / 1e9:.2f} s, bfloat16 floor "
+                  f"{flops / extra_info['conv_bf16'] / 1e9:.2f} s.")
+    if any(tput.values()) and args.only != "case":
+        batches = sorted({b for v in tput.values() for r in v for b in r}, key=int)
+        print(f"\nThroughput of detect() on a batch of N images (IMAGES_PER_GPU = N), images/s, "
+              f"median of {args.tp_repeats} after {args.tp_warmups} warm-up(s); in brackets x base "
+              f"float32\n")
+        print("| size | variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        print("|---|---|" + "---:|" * len(batches))
+        for size in args.sizes:
+            for label, _, _ in tp_variants:
+                cells = []
+                for b in batches:
+                    v = statistics.median(r[b] for r in tput[(label, size)])
+                    ref = statistics.median(r[b] for r in tput[("base float32", size)])
+                    cells.append(f"{v:.3f} ({v / ref:.2f}x)")
+                print(f"| {size} | {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

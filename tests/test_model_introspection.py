@@ -32,10 +32,12 @@ def test_named_layers_of_the_inference_graph(model):
     assert out["fpn_p2"].shape == (1, 32, 32, config.TOP_DOWN_PYRAMID_SIZE)
     molded, _, _ = model.mold_inputs([_image()])
     np.testing.assert_array_equal(out["input_image"], molded.astype(np.float32))
-    # The same graph as detect(): identical detections.
+    # The same graph as detect(), which runs it with BatchNorm folded into the convolutions
+    # (mrcnn/modeling/fold.py): the same detections up to float32 reassociation (seen 1.2e-5).
     molded, metas, _ = model.mold_inputs([_image()])
     detections, _ = model._predict(molded, metas, model.get_anchors(molded.shape[1:])[None])
-    np.testing.assert_allclose(out["mrcnn_detection"], detections, atol=1e-6)
+    np.testing.assert_array_equal(out["mrcnn_detection"][..., 4], detections[..., 4])
+    np.testing.assert_allclose(out["mrcnn_detection"], detections, atol=1e-4)
 
 
 def test_run_graph_with_labels_and_tensors(model, capsys):

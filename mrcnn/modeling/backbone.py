@@ -198,7 +198,6 @@ def build_backbone(input_image, config, train_bn: Optional[bool]) -> list:
     ``f(input_image, stage5=True, train_bn=...) -> [C1, C2, C3, C4, C5]`` (then
     ``config.COMPUTE_BACKBONE_SHAPE`` gives the feature-map sizes).
     """
-    train_bn = config.TRAIN_BN
     if callable(config.BACKBONE):
         fn = config.BACKBONE
         # A plain function set as a class attribute arrives bound to the config.

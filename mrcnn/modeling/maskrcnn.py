@@ -237,6 +237,9 @@ class MaskRCNN(object):
         self._lock = threading.RLock()
         self._anchor_cache: Dict[tuple, np.ndarray] = {}
         self._predict_fn = None
+        self._predict_key = None
+        # detect() compiles its graph with XLA when True (jit_compile of tf.function).
+        self.jit_compile = False
         self.keras_model = self.build(mode=mode, config=config)
 
     # ------------------------------------------------------------------
@@ -261,7 +264,24 @@ class MaskRCNN(object):
         input_image_meta = KL.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
         if mode == "training":
             return self._build_training(config, input_image, input_image_meta)
-        return self._build_inference(config, input_image, input_image_meta)
+        policy = getattr(config, "MIXED_PRECISION", None)
+        if policy is None:
+            return self._build_inference(config, input_image, input_image_meta)
+        # Inference in reduced precision: conv and dense layers compute in the policy's
+        # dtype, the box layers are float32 layers whatever the policy (weights stay float32
+        # variables, so weight files load and save unchanged).
+        from mrcnn.engine.distribute import policy_scope
+        if policy == "mixed_bfloat16":
+            from .fold import warn_if_no_native_bf16
+            warn_if_no_native_bf16()
+        elif not tf.config.list_logical_devices("GPU"):
+            logger.warning("MIXED_PRECISION=%r at inference without a GPU: float16 convolutions "
+                           "are emulated on CPUs and slower than float32", policy)
+        with policy_scope(policy):
+            model = self._build_inference(config, input_image, input_image_meta)
+        # Class scores rank the detections: their softmax runs in float32.
+        model.get_layer("mrcnn_class").dtype_policy = "float32"
+        return model
 
     @staticmethod
     def _rpn(config, feature_maps):
@@ -521,11 +541,14 @@ class MaskRCNN(object):
         """
         key = tuple(int(v) for v in image_shape[:2])
         if key not in self._anchor_cache:
-            self.anchors = get_pixel_anchors(self.config, key)
-            self._anchor_cache[key] = _get_norm_anchors(self.config, key)
-        else:
-            self.anchors = get_pixel_anchors(self.config, key)
-        return self._anchor_cache[key]
+            # Both forms are cached: generating 261,888 anchors costs ~50 ms per call.
+            pixel = get_pixel_anchors(self.config, key)
+            norm = np.ascontiguousarray(_get_norm_anchors(self.config, key), dtype=np.float32)
+            pixel.setflags(write=False)
+            norm.setflags(write=False)
+            self._anchor_cache[key] = (pixel, norm)
+        self.anchors, norm = self._anchor_cache[key]
+        return norm
 
     def _mold_one(self, image: np.ndarray, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = _check_image(image, index, self.config.IMAGE_CHANNEL_COUNT)
@@ -577,7 +600,8 @@ class MaskRCNN(object):
         Args:
             detections: ``[MAX_INST, 6]`` normalised (y1, x1, y2, x2, class_id, score),
                 zero-padded.
-            mrcnn_mask: ``[MAX_INST, h, w, NUM_CLASSES]``.
+            mrcnn_mask: ``[MAX_INST, h, w, NUM_CLASSES]``, or ``[MAX_INST, h, w]`` already
+                reduced to each detection's class channel.
             original_image_shape: ``(H, W, C)`` before resizing.
             image_shape: molded ``(h, w, C)``.
             window: pixel box of the image inside the molded one.
@@ -591,7 +615,7 @@ class MaskRCNN(object):
         boxes = detections[:n, :4]
         class_ids = detections[:n, 4].astype(np.int32)
         scores = detections[:n, 5]
-        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
+        masks = mrcnn_mask[:n] if mrcnn_mask.ndim == 3 else mrcnn_mask[np.arange(n), :, :, class_ids]
         wy1, wx1, wy2, wx2 = norm_boxes(np.asarray(window), image_shape[:2])
         shift = np.array([wy1, wx1, wy1, wx1])
         wh, ww = wy2 - wy1, wx2 - wx1
@@ -602,28 +626,49 @@ class MaskRCNN(object):
         full_masks = unmold_masks(masks, boxes, original_image_shape)
         return boxes, class_ids, scores, full_masks
 
-    def _predict(self, molded: np.ndarray, metas: np.ndarray, anchors: np.ndarray):
-        """Run the compiled inference graph: ``(detections, mrcnn_mask)`` as numpy."""
+    def _get_predict_fn(self):
+        """The traced inference function for the current ``keras_model`` (rebuilt when
+        ``keras_model`` or ``jit_compile`` changes)."""
         if self.mode != "inference":
             raise ValueError("detect() needs a model built in 'inference' mode")
+        key = (id(self.keras_model), bool(self.jit_compile))
+        if self._predict_fn is None or self._predict_key != key:
+            self._predict_fn = {}
+            self._predict_key = key
+        return self._predict_fn
+
+    def _predict(self, molded: np.ndarray, metas: np.ndarray, anchors: np.ndarray,
+                 class_masks: bool = False):
+        """Run the compiled inference graph: ``(detections, mrcnn_mask)`` as numpy.
+
+        ``anchors`` is ``[A, 4]`` (shared by the batch) or ``[B, A, 4]``. With
+        ``class_masks`` the masks are only each detection's class channel,
+        ``[B, MAX_INST, h, w]`` (1/NUM_CLASSES of the copy to the host).
+        """
         with self._lock:
-            if self._predict_fn is None:
-                self._predict_fn = _make_predict_fn(self.keras_model, self.config)
-            detections, masks = self._predict_fn(
-                np.asarray(molded, np.float32), np.asarray(metas, np.float32),
-                np.asarray(anchors, np.float32))
+            fns = self._get_predict_fn()
+            if class_masks not in fns:
+                fns[class_masks] = _make_predict_fn(self.keras_model, self.config,
+                                                    jit_compile=bool(self.jit_compile),
+                                                    class_masks=class_masks)
+            anchors = np.asarray(anchors, np.float32)
+            if anchors.ndim == 3:
+                anchors = anchors[0]
+            detections, masks = fns[class_masks](
+                np.asarray(molded, np.float32), np.asarray(metas, np.float32), anchors)
         return np.asarray(detections), np.asarray(masks)
 
-    def _run_batches(self, molded: np.ndarray, metas: np.ndarray):
+    def _run_batches(self, molded: np.ndarray, metas: np.ndarray, class_masks: bool = False):
         anchors = self.get_anchors(molded.shape[1:])
         step = max(1, int(self.config.BATCH_SIZE))
         dets, masks = [], []
         for start in range(0, len(molded), step):
-            m = molded[start:start + step]
-            a = np.broadcast_to(anchors, (len(m),) + anchors.shape)
-            d, k = self._predict(m, metas[start:start + step], a)
+            d, k = self._predict(molded[start:start + step], metas[start:start + step], anchors,
+                                 class_masks=class_masks)
             dets.append(d)
             masks.append(k)
+        if len(dets) == 1:
+            return dets[0], masks[0]
         return np.concatenate(dets), np.concatenate(masks)
 
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> List[Dict[str, np.ndarray]]:
@@ -659,7 +704,7 @@ class MaskRCNN(object):
         for shape, idx in groups.items():
             molded = np.stack([parts[i][0] for i in idx])
             metas = np.stack([parts[i][1] for i in idx])
-            detections, mrcnn_mask = self._run_batches(molded, metas)
+            detections, mrcnn_mask = self._run_batches(molded, metas, class_masks=True)
             for j, i in enumerate(idx):
                 original_shape = tuple(int(v) for v in parts[i][1][1:4])  # after conversion
                 rois, class_ids, scores, masks = self.unmold_detections(
@@ -683,7 +728,8 @@ class MaskRCNN(object):
             raise ImageInputError(f"image {bad[0]}: molded image has non-finite (NaN/inf) or "
                                   f"non-numeric values")
         image_metas = np.asarray(image_metas)
-        detections, mrcnn_mask = self._run_batches(molded_images.astype(np.float32), image_metas)
+        detections, mrcnn_mask = self._run_batches(molded_images.astype(np.float32), image_metas,
+                                                   class_masks=True)
         shape = molded_images.shape[1:]
         window = [0, 0, shape[0], shape[1]]
         results = []
@@ -719,32 +765,57 @@ class MaskRCNN(object):
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _make_predict_fn(keras_model: keras.Model, config):
-    """A compiled inference function ``(images, metas, anchors) -> (detections, masks)``.
+def _make_predict_fn(keras_model: keras.Model, config, jit_compile: bool = False,
+                     class_masks: bool = False):
+    """A compiled inference function with dynamic batch and image size.
 
-    Inputs are float32 numpy arrays ``[B, H, W, C]``, ``[B, META]``,
-    ``[B, A, 4]``; outputs are backend tensors (``np.asarray`` reads them).
+    ``predict(images [B, H, W, C], metas [B, META], anchors [A, 4])`` (float32
+    numpy) returns ``detections [B, MAX_INST, 6]`` and the masks, both float32:
+    all classes ``[B, MAX_INST, h, w, NUM_CLASSES]``, or with ``class_masks``
+    only each detection's class ``[B, MAX_INST, h, w]``.
 
-    TensorFlow: one ``tf.function`` with dynamic batch and image size.
-    JAX: ``jax.jit`` over ``stateless_call``, the weights passed as arguments
-    (so ``load_weights`` after the first call is seen) and one compilation
-    per input shape, cached by ``jit``. Other backends (PyTorch): the model
-    called eagerly without gradient tracking.
+    TensorFlow: one ``tf.function`` (XLA with ``jit_compile``) running the graph
+    with frozen BatchNorm folded into the convolutions
+    (:class:`.fold.FoldedGraph`); the anchors are broadcast and the class masks
+    picked inside the graph. JAX: ``jax.jit`` over ``stateless_call``; other
+    backends (PyTorch): the model called eagerly; both pick the class masks on
+    the host.
     """
     backend = keras.backend.backend()
-    if backend == "jax":
-        return _make_jax_predict_fn(keras_model)
     if backend != "tensorflow":
-        return _make_eager_predict_fn(keras_model)
+        run = _make_jax_predict_fn(keras_model) if backend == "jax" \
+            else _make_eager_predict_fn(keras_model)
+
+        def predict_host(images, metas, anchors):
+            anchors = np.broadcast_to(anchors, (len(images),) + anchors.shape)
+            detections, masks = (np.asarray(x, np.float32) for x in run(images, metas, anchors))
+            if class_masks:
+                ids = detections[..., 4].astype(np.int64)[:, :, None, None, None]
+                masks = np.take_along_axis(masks, ids, axis=4)[..., 0]
+            return detections, masks
+
+        return predict_host
+
+    from .fold import FoldedGraph
     channels = config.IMAGE_CHANNEL_COUNT
+    graph = FoldedGraph(keras_model)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None, channels], tf.float32),
         tf.TensorSpec([None, config.IMAGE_META_SIZE], tf.float32),
-        tf.TensorSpec([None, None, 4], tf.float32)], reduce_retracing=True)
+        tf.TensorSpec([None, 4], tf.float32)], reduce_retracing=True, jit_compile=jit_compile)
     def predict(images, metas, anchors):
-        outputs = keras_model([images, metas, anchors], training=False)
-        return outputs[0], outputs[3]
+        batch = tf.shape(images)[0]
+        anchors = tf.broadcast_to(anchors[tf.newaxis], tf.concat([[batch], tf.shape(anchors)], 0))
+        outputs = graph([images, metas, anchors])
+        detections = tf.cast(outputs[0], tf.float32)
+        masks = outputs[3]
+        if class_masks:
+            # [B, N, h, w, C] -> [B, N, h, w] at each detection's class (padding rows: class 0).
+            class_ids = tf.cast(detections[..., 4], tf.int32)
+            masks = tf.transpose(masks, [0, 1, 4, 2, 3])
+            masks = tf.gather(masks, class_ids, axis=2, batch_dims=2)
+        return detections, tf.cast(masks, tf.float32)
 
     return predict
 

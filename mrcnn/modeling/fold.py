@@ -1,0 +1,249 @@
+"""Fast inference graph: frozen BatchNorm folded into the convolutions, optional bfloat16.
+
+At inference every BatchNorm is an affine map per channel,
+``y = gamma * (x - mean) / sqrt(var + eps) + beta``, so a convolution followed by it
+equals one convolution with kernel ``W * s`` and bias ``(b - mean) * s + beta`` where
+``s = gamma / sqrt(var + eps)`` scales the output channels. R101-FPN has 110 such pairs;
+folding saves one elementwise pass (several ops in Keras' formula) over every
+backbone feature map, which is memory-bound work of the same order as the cheap
+convolutions themselves.
+
+The fold is a transform of how the graph is *run*, not of the Keras model: the model
+keeps its ``Conv2D`` and ``BatchNorm`` layers with their names and weights, so
+``load_weights``/``save_weights``/``get_layer`` see the original values.
+:class:`FoldedGraph` executes the functional model node by node and substitutes a
+folded convolution for each conv+BN pair, computing the folded kernel from the live
+variables inside the traced function. That costs one multiply over the folded
+kernels per call (~60 M values for R101-FPN, a few tens of ms against seconds of
+convolutions) and means a folded graph is never stale after new weights are loaded,
+however they are loaded.
+
+bfloat16: when the model is built under Keras' ``mixed_bfloat16`` policy its
+convolution and dense layers compute in bfloat16 while the box layers (proposals,
+ROIAlign, detections) are float32 layers; :class:`FoldedGraph` folds in float32 and
+casts the folded kernel once, so the BN scale is not rounded twice.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+from keras import layers as KL
+
+from .backbone import BatchNorm
+
+__all__ = ["FoldedGraph", "find_conv_bn_pairs", "fold_conv_bn", "cpu_has_native_bf16",
+           "warn_if_no_native_bf16"]
+
+logger = logging.getLogger("mrcnn.model")
+
+
+def _inner(layer):
+    """The wrapped layer of a TimeDistributed, else the layer itself."""
+    return layer.layer if isinstance(layer, KL.TimeDistributed) else layer
+
+
+def _is_foldable_bn(layer) -> bool:
+    bn = _inner(layer)
+    if not isinstance(bn, KL.BatchNormalization):
+        return False
+    # A BatchNorm fixed to batch statistics (Matterport's TRAIN_BN=True wiring) is not
+    # an affine map of its input: leave it alone.
+    if isinstance(bn, BatchNorm) and bn.fixed_training:
+        return False
+    # Only per-channel (last axis) normalisation matches the conv kernel's output axis.
+    return bn.axis == -1 and not getattr(bn, "synchronized", False)
+
+
+def _is_foldable_conv(layer) -> bool:
+    conv = _inner(layer)
+    return (type(conv) is KL.Conv2D and conv.data_format == "channels_last"
+            and conv.activation in (keras.activations.linear, None) and conv.groups == 1)
+
+
+def find_conv_bn_pairs(keras_model: keras.Model) -> Dict[int, Tuple[Any, Any]]:
+    """Conv+BatchNorm pairs of a functional model that can be folded.
+
+    A pair is a ``Conv2D`` (linear, channels-last, possibly inside ``TimeDistributed``)
+    whose output feeds only a frozen ``BatchNormalization`` over the last axis (wrapped
+    the same way), each layer used once in the graph.
+
+    Returns:
+        ``{id(bn_layer): (conv_layer, bn_layer)}`` (the outer, possibly
+        ``TimeDistributed``, layers).
+    """
+    consumers: Dict[int, int] = {}
+    for layer in keras_model.operations:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    pairs = {}
+    for bn in keras_model.operations:
+        if not _is_foldable_bn(bn) or len(bn._inbound_nodes) != 1:
+            continue
+        inputs = bn._inbound_nodes[0].input_tensors
+        if len(inputs) != 1:
+            continue
+        conv = inputs[0]._keras_history.operation
+        if (not _is_foldable_conv(conv) or len(conv._inbound_nodes) != 1
+                or consumers.get(id(inputs[0]), 0) != 1
+                or isinstance(conv, KL.TimeDistributed) != isinstance(bn, KL.TimeDistributed)):
+            continue
+        pairs[id(bn)] = (conv, bn)
+    return pairs
+
+
+def fold_conv_bn(conv, bn, gate=None) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Kernel ``[kh, kw, cin, cout]`` and bias ``[cout]`` of conv followed by frozen BN, float32.
+
+    Computed from the layers' current variables (traced: inside a ``tf.function`` this
+    reads the variables at every call). ``gate``, the convolution's input, only orders
+    the computation: the fold waits for it (see below).
+    """
+    conv, bn = _inner(conv), _inner(bn)
+    kernel = tf.cast(conv.kernel, tf.float32)
+    scale = tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
+    if gate is not None:
+        # Without a dependency on the input, TF's executor runs every fold at graph start
+        # and keeps all folded kernels alive until their convolution (+250 MB for R101).
+        # A control dependency on the input makes auto-control-deps build a cycle, so the
+        # dependency is a data one: a factor of exactly 1 read off the input's (dynamic) shape.
+        scale = scale * tf.cast(tf.shape(gate)[0] >= 0, tf.float32)
+    if bn.gamma is not None:
+        scale = scale * tf.cast(bn.gamma, tf.float32)
+    bias = tf.cast(conv.bias, tf.float32) if conv.use_bias else tf.zeros_like(scale)
+    bias = (bias - tf.cast(bn.moving_mean, tf.float32)) * scale
+    if bn.beta is not None:
+        bias = bias + tf.cast(bn.beta, tf.float32)
+    return kernel * scale, bias
+
+
+def _folded_conv_fn(conv, bn=None):
+    """A callable ``x -> conv(x)`` (then BN when ``bn`` is given) as one convolution.
+
+    Without ``bn`` this is the layer's own convolution, bias and activation, written with
+    ``tf.nn.bias_add``: Keras adds the bias with a broadcast ``add``, which grappler's
+    remapper does not fuse, so each Keras convolution costs one more pass over its output.
+    """
+    inner = _inner(conv)
+    strides = list(inner.strides)
+    dilations = list(inner.dilation_rate)
+    padding = inner.padding.upper()
+    activation = inner.activation
+
+    def run(x, **_ignored):
+        dtype = inner.compute_dtype
+        if bn is not None:
+            kernel, bias = fold_conv_bn(conv, bn, gate=x)
+        else:
+            kernel = inner.kernel
+            bias = inner.bias if inner.use_bias else None
+        x = tf.cast(x, dtype)
+        flat = x
+        if isinstance(conv, KL.TimeDistributed):
+            # [B, N, h, w, c] -> [B*N, h, w, c]: the ROI axis is a batch axis here.
+            flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+        y = tf.nn.conv2d(flat, tf.cast(kernel, dtype), strides=[1] + strides + [1],
+                         padding=padding, dilations=[1] + dilations + [1])
+        # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
+        if bias is not None:
+            y = tf.nn.bias_add(y, tf.cast(bias, dtype))
+        if bn is None and activation not in (None, keras.activations.linear):
+            y = activation(y)
+        if isinstance(conv, KL.TimeDistributed):
+            lead = tf.shape(x)[:2]
+            y = tf.reshape(y, tf.concat([lead, tf.shape(y)[1:]], 0))
+            y = tf.ensure_shape(y, list(x.shape[:2]) + list(
+                inner.compute_output_shape((None,) + tuple(x.shape[2:]))[1:]))
+        return y
+
+    return run
+
+
+def _identity(x, **_ignored):
+    return x
+
+
+def _is_plain_conv(layer) -> bool:
+    conv = _inner(layer)
+    return (type(conv) is KL.Conv2D and conv.data_format == "channels_last" and conv.groups == 1
+            and len(getattr(layer, "_inbound_nodes", [])) >= 1)
+
+
+def _nested(graph: "FoldedGraph"):
+    def run(inputs, **_ignored):
+        return graph(keras.tree.flatten(inputs))
+    return run
+
+
+class FoldedGraph:
+    """Runs a functional Keras model in inference mode with conv+BN pairs folded.
+
+    ``FoldedGraph(model)(inputs)`` returns the same outputs as
+    ``model(inputs, training=False)`` (to float32 rounding), with every pair of
+    :func:`find_conv_bn_pairs` computed as one convolution. The model itself is not
+    changed. Call it inside a ``tf.function``.
+    """
+
+    def __init__(self, keras_model: keras.Model) -> None:
+        self.keras_model = keras_model
+        self.pairs = find_conv_bn_pairs(keras_model)
+        self._replace: Dict[int, Any] = {}
+        for conv, bn in self.pairs.values():
+            self._replace[id(conv)] = _folded_conv_fn(conv, bn)
+            self._replace[id(bn)] = _identity
+        for op in keras_model.operations:
+            if id(op) in self._replace:
+                continue
+            if _is_plain_conv(op):
+                self._replace[id(op)] = _folded_conv_fn(op)
+            elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+                # A nested functional model (Matterport's rpn_model): its convolutions too.
+                self._replace[id(op)] = _nested(FoldedGraph(op))
+
+    def _operation_fn(self, op):
+        if id(op) in self._replace:
+            return self._replace[id(op)]
+        if getattr(op, "_call_has_training_arg", False):
+            return functools.partial(op, training=False)
+        return op
+
+    def __call__(self, inputs: Sequence[Any]) -> List[Any]:
+        # Keras' own executor for functional graphs (the one Functional.call uses),
+        # with our callable per node.
+        return self.keras_model._run_through_graph(list(inputs), operation_fn=self._operation_fn)
+
+
+def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[bool]:
+    """Whether the CPU does bfloat16 arithmetic natively (AVX512_BF16 or AMX-BF16 flags).
+
+    Returns None when it cannot be told (no ``/proc/cpuinfo``, e.g. macOS or Windows).
+    """
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def warn_if_no_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[bool]:
+    """Log (once) a warning when bfloat16 inference will run without native support."""
+    native = cpu_has_native_bf16(cpuinfo_path)
+    gpus = tf.config.list_logical_devices("GPU")
+    if native is False and not gpus:
+        logger.warning(
+            "MIXED_PRECISION='mixed_bfloat16' on a CPU without AVX512_BF16 or AMX: TensorFlow "
+            "emulates bfloat16 convolutions there, which is slower than float32 (see README, "
+            "'CPU inference'). Leave MIXED_PRECISION = None for inference on this machine.")
+    elif native is None and not gpus:
+        logger.info("Could not read the CPU flags; bfloat16 inference may be slow without "
+                    "AVX512_BF16 or AMX")
+    return native

@@ -36,33 +36,49 @@ if not os.path.isdir(MINI):
 
 
 # ------------------------------------------------------------------------------ child side
+class _Cached:
+    """Mixin: memoised load_image/load_mask keyed by the real image a repeat stands for.
+
+    Defined at module level (and the repeat map is an attribute) so the dataset pickles for
+    worker processes; each process fills its own cache on first use.
+    """
+    orig_ids: dict = {}
+
+    def load_image(self, image_id):
+        real = self.orig_ids.get(image_id, image_id)
+        key = ("i", real)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = super().load_image(real)
+        return cache[key]
+
+    def load_mask(self, image_id):
+        real = self.orig_ids.get(image_id, image_id)
+        key = ("m", real)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = super().load_mask(real)
+        return cache[key]
+
+
+try:  # module level so the dataset and config pickle for worker processes (spawned children import this)
+    from mrcnn.config import Config as _Config
+    from mrcnn.data.formats.coco import CocoDataset as _CocoDataset
+
+    class DefaultConfig(_Config):
+        NAME = "coco_default"
+        NUM_CLASSES = 81
+
+    class CachedCoco(_Cached, _CocoDataset):
+        pass
+except ImportError:  # the parent does not need mrcnn
+    DefaultConfig = CachedCoco = None
+
+
 def _setup(samples: int):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.getLogger("mrcnn").setLevel(logging.ERROR)
-    from mrcnn.config import Config
-    from mrcnn.data.formats.coco import CocoDataset
-
-    class DefaultConfig(Config):
-        NAME = "coco_default"
-        NUM_CLASSES = 81
-
-    class CachedCoco(CocoDataset):
-        """The COCO loader with load_image/load_mask memoised: measures the path after the loads."""
-        _cache: dict = {}
-
-        def load_image(self, image_id):
-            key = ("i", image_id)
-            if key not in self._cache:
-                self._cache[key] = super().load_image(image_id)
-            return self._cache[key]
-
-        def load_mask(self, image_id):
-            key = ("m", image_id)
-            if key not in self._cache:
-                self._cache[key] = super().load_mask(image_id)
-            return self._cache[key]
-
     cfg = DefaultConfig()
     ds = CachedCoco()
     ds.load_coco(os.path.join(MINI, "annotations.json"), os.path.join(MINI, "images"))
@@ -72,14 +88,9 @@ def _setup(samples: int):
     base_infos = list(ds.image_info)
     while len(ds.image_info) < samples:
         ds.image_info.append(dict(base_infos[len(ds.image_info) % len(base_infos)]))
-    orig_ids = {}
-    for k in range(len(ds.image_info)):
-        orig_ids[k] = real[k % len(real)]
     ds.prepare()
-    # The cache keys by the original image: repeats hit it.
-    li, lm = ds.load_image, ds.load_mask
-    ds.load_image = lambda i: li(orig_ids[i])
-    ds.load_mask = lambda i: lm(orig_ids[i])
+    ds.orig_ids = {k: real[k % len(real)] for k in range(len(ds.image_info))}
+    ds.__dict__.pop("_cache", None)
     for i in real:
         ds.load_image(i), ds.load_mask(i)
     return cfg, ds, real
@@ -152,26 +163,34 @@ def _stages(cfg, ds, real) -> dict:
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def _sample_rate(pipe, n: int) -> float:
+def _sample_rate(pipe, n: int):
+    """(wall images/s, images per CPU-second) of ``sample`` in this thread."""
     ids = list(pipe.dataset.image_ids)
-    pipe.sample(ids[0], 1)  # warm-up (caches)
-    t = time.perf_counter()
+    for k in range(min(len(ids), 6)):  # warm-up: caches, anchors, imports
+        pipe.sample(ids[k], k)
+    t, c = time.perf_counter(), time.process_time()
     for k in range(n):
         pipe.sample(ids[k % len(ids)], k)
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
 
-def _dataset_rate(pipe, workers, n: int) -> float:
+def _dataset_rate(pipe, workers, n: int):
     import tensorflow as tf
     ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=tf.data.AUTOTUNE if workers == "all" else workers)
     it = iter(ds)
-    next(it), next(it)  # warm-up
+    for _ in range(4):  # warm-up: worker start, each worker's cache of the real images
+        next(it)
     batches = max(1, n // 2)
     t = time.perf_counter()
     for _ in range(batches):
         next(it)
     rate = 2 * batches / (time.perf_counter() - t)
     del it
+    pools = list(getattr(pipe, "_pools", {}).values())
+    if hasattr(pipe, "close"):
+        pipe.close()
+    for pool in pools:
+        pool.shutdown(wait=True)  # reaped, so RUSAGE_CHILDREN holds the largest worker
     return rate
 
 
@@ -180,18 +199,20 @@ def child(task: str, samples: int) -> dict:
     if task == "stages":
         return _stages(cfg, ds, real)
     from mrcnn.data.pipeline import InputPipeline
-    aug = None
-    if task.startswith("sample:") or task.startswith("workers:"):
-        kind, arg, aug_name = (task.split(":") + ["none"])[:3]
-        if aug_name != "none":
-            aug = _augmenters()[aug_name]
+    kind, arg, aug_name, mode = (task.split(":") + ["none", "auto"])[:4]
+    aug = _augmenters()[aug_name] if aug_name != "none" else None
+    try:
+        pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug, worker_mode=mode)
+    except TypeError:  # a tree without worker processes
         pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug)
-        if kind == "sample":
-            rate = _sample_rate(pipe, samples)
-        else:
-            rate = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
-        return {"rate": rate, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    raise ValueError(task)
+    out = {}
+    if kind == "sample":
+        out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
+    else:
+        out["rate"] = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return out
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -210,7 +231,7 @@ def _run(tree: str, task: str, samples: int, one_core: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", default="/work/base")
+    ap.add_argument("--base", action="append", help="baseline tree(s); default /work/base")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
@@ -220,40 +241,60 @@ def main() -> None:
         print(json.dumps(child(args.child, args.samples)))
         return
 
-    trees = {"new": HERE, "base": os.path.abspath(args.base)}
+    bases = args.base or ["/work/base"]
+    trees = {f"base{i if len(bases) > 1 else ''}": os.path.abspath(b) for i, b in enumerate(bases)}
+    trees["new"] = HERE
+    names = list(trees)
     tasks = [("stages", True), ("sample:1:none", True), ("sample:1:imgaug", True),
              ("sample:1:albumentations", True)]
     if not args.skip_workers:
-        tasks += [("workers:1", False), ("workers:2", False), ("workers:all", False),
-                  ("workers:1:imgaug", False), ("workers:2:imgaug", False)]
+        tasks += [("workers:1:none", False), ("workers:2:none", False), ("workers:all:none", False),
+                  ("workers:2:none:thread", False),
+                  ("workers:1:imgaug", False), ("workers:2:imgaug", False),
+                  ("workers:1:albumentations", False), ("workers:2:albumentations", False)]
     results = {(t, k): [] for t, _ in tasks for k in trees}
     for r in range(args.repeats):
         for task, one_core in tasks:
-            order = ("new", "base") if r % 2 == 0 else ("base", "new")
+            order = names if r % 2 == 0 else names[::-1]
             for k in order:
                 results[(task, k)].append(_run(trees[k], task, args.samples, one_core))
-                print(f"repeat {r} {task:26s} {k:4s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
+                print(f"repeat {r} {task:28s} {k:5s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
 
     def med(task, tree, key):
         vals = [x[key] for x in results[(task, tree)] if key in x]
         return statistics.median(vals) if vals else float("nan")
 
-    print(f"\nMatterport default config, COCO val2017 images, {args.samples} samples, median of {args.repeats}")
-    print(f"{'measure':44s} {'base':>10s} {'new':>10s} {'new/base':>9s}")
+    ref = names[0]
+    print(f"\nMatterport default config (1024 square, R101 anchors, 81 classes, 56x56 mini masks), "
+          f"COCO val2017 images repeated to {args.samples} samples, median of {args.repeats}; "
+          + ", ".join(f"{k} = {v}" for k, v in trees.items()))
+    print("\n| measure | " + " | ".join(names) + f" | new/{ref} |")
+    print("|---|" + "---:|" * (len(names) + 1))
+
+    def row(label, task, key, fmt):
+        vals = [med(task, k, key) for k in names]
+        cells = " | ".join(format(v, fmt) for v in vals)
+        print(f"| {label} | {cells} | {vals[-1] / vals[0]:.2f} |")
+
     for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
-        b, n = med("stages", "base", stage), med("stages", "new", stage)
-        print(f"{'ms/image, one core: ' + stage:44s} {b:10.1f} {n:10.1f} {n / b:9.2f}")
+        row(f"ms/image, one core: {stage}", "stages", stage, ".1f")
     for task, _ in tasks[1:]:
-        b, n = med(task, "base", "rate"), med(task, "new", "rate")
-        label = ("images/s, one core, sample() " if task.startswith("sample") else "images/s, dataset_fn ") + \
-            task.split(":", 1)[1]
-        print(f"{label:44s} {b:10.2f} {n:10.2f} {n / b:9.2f}")
+        parts = task.split(":")
+        if parts[0] == "sample":
+            row(f"images/s, one core, sample(), aug {parts[2]}", task, "rate", ".2f")
+            row(f"images per CPU-second, sample(), aug {parts[2]}", task, "cpu_rate", ".2f")
+        else:
+            mode = f", {parts[3]} mode" if len(parts) > 3 else ""
+            row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")
     if not args.skip_workers:
-        b, n = med("workers:2", "base", "rss_mb"), med("workers:2", "new", "rss_mb")
-        print(f"{'peak RSS MB, dataset_fn 2 workers':44s} {b:10.0f} {n:10.0f} {n / b:9.2f}")
-        for tree in ("base", "new"):
-            one, two = med("workers:1", tree, "rate"), med("workers:2", tree, "rate")
-            print(f"scaling 1 -> 2 workers ({tree}): {two / one:.2f}x")
+        row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
+        row("peak RSS MB, largest worker process, 2 workers", "workers:2:none", "worker_rss_mb", ".0f")
+        for tree in names:
+            one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
+            one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
+            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation, "
+                  f"{two_a / one_a:.2f}x with imgaug", end="")
+        print()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import logging
 import threading
 import time
 import weakref
+from concurrent.futures.process import BrokenProcessPool
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -50,7 +51,7 @@ import tensorflow as tf
 from mrcnn.core.anchors import get_pixel_anchors
 from mrcnn.data.loader import SkipCounter
 from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolUnavailable,
-                                SampleMaker, host_cores, make_pool, submit)
+                                SampleMaker, host_cores, make_pool, shutdown_pools, submit)
 
 logger = logging.getLogger("mrcnn.data")
 
@@ -98,12 +99,11 @@ class InputPipeline:
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
         self._lock = threading.Lock()
         self._local = threading.local()  # the pool of the stream whose fetch runs in this thread
-        self._pools: dict = {}  # processes -> ProcessPoolExecutor
+        self._pools: dict = {}  # processes -> ProcessPoolExecutor (shared, see workers.make_pool)
         self._pool_refused: Optional[str] = None
         self._closed = False
         self._in_flight = 0
         _LIVE.add(self)
-        weakref.finalize(self, _shutdown_pools, self._pools)
 
     # ----------------------------------------------------------------------------------------
     def sample(self, image_id: int, sample_seed: int):
@@ -119,24 +119,37 @@ class InputPipeline:
         """
         image_id, sample_seed = int(image_id), int(sample_seed)
         pool = getattr(self._local, "pool", None)
-        if pool is None:
+        if pool is None or self._pool_refused is not None:
             return self._accept(image_id, self.maker(image_id, sample_seed))
         try:
             future = submit(pool, image_id, sample_seed)
-        except RuntimeError:  # the pool was shut down (close() or interpreter exit)
-            return self._closed_result(image_id)
-        while True:
-            try:
-                result = future.result(timeout=0.1)
-                break
-            except concurrent.futures.TimeoutError:
-                if self._closed:
-                    future.cancel()
-                    return self._closed_result(image_id)
-            except concurrent.futures.process.BrokenProcessPool as exc:
-                result = (None, STATUS_ERROR, f"image id {image_id}: worker process died ({exc})", None)
-                break
+            while True:
+                try:
+                    result = future.result(timeout=0.1)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if self._closed:
+                        future.cancel()
+                        return self._closed_result(image_id)
+        except BrokenProcessPool as exc:
+            # A worker could not start (e.g. a script without an ``if __name__ == "__main__":``
+            # guard, whose code a spawned child runs again) or died: make the sample here.
+            self._fall_back(f"worker processes failed ({exc}). If the Dataset is defined in a script, "
+                            f"guard the script's code with if __name__ == '__main__': (spawned workers "
+                            f"import it)")
+            result = self.maker(image_id, sample_seed)
+        except RuntimeError:  # the pool was shut down: close(), interpreter exit, or evicted
+            if self._closed or getattr(concurrent.futures.process, "_global_shutdown", False):
+                return self._closed_result(image_id)
+            result = self.maker(image_id, sample_seed)
         return self._accept(image_id, result)
+
+    def _fall_back(self, why: str) -> None:
+        with self._lock:
+            first = self._pool_refused is None
+            self._pool_refused = why
+        if first:
+            logger.warning("%s pipeline: loading in threads from now on: %s", self.name, why)
 
     def _accept(self, image_id: int, result):
         """Logs/counts a maker result (in the owner process) and returns the fetch outputs."""
@@ -157,9 +170,9 @@ class InputPipeline:
         return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(self._shapes(), self._dtypes()))
 
     def close(self) -> None:
-        """Ends every stream of this pipeline and stops its worker processes.
-
-        Fetches waiting for a worker return at once; iterators then end. Idempotent.
+        """Ends every stream of this pipeline (fetches waiting for a worker return at once,
+        iterators then end). Idempotent. Worker processes are shared between pipelines of the
+        same dataset: :func:`mrcnn.data.workers.shutdown_pools` stops them (done at exit).
         """
         self._closed = True
         deadline = time.monotonic() + 10.0
@@ -168,25 +181,22 @@ class InputPipeline:
                 if self._in_flight == 0:
                     break
             time.sleep(0.01)
-        _shutdown_pools(self._pools)
+        self._pools.clear()
 
     def _pool(self, workers: int):
         """The process pool for ``workers`` processes, or None to run in threads."""
         if self.worker_mode == "thread" or self._pool_refused is not None:
             return None
-        with self._lock:
-            pool = self._pools.get(workers)
-            if pool is None:
-                try:
-                    pool = make_pool(self.maker, workers)
-                except PoolUnavailable as exc:
-                    if self.worker_mode == "process":
-                        raise
-                    self._pool_refused = str(exc)
-                    logger.warning("%s pipeline: %s", self.name, exc)
-                    return None
-                self._pools[workers] = pool
-            return pool
+        try:
+            pool = make_pool(self.maker, workers)  # shared with pipelines of the same maker
+        except PoolUnavailable as exc:
+            if self.worker_mode == "process":
+                raise
+            self._pool_refused = str(exc)
+            logger.warning("%s pipeline: %s", self.name, exc)
+            return None
+        self._pools[workers] = pool
+        return pool
 
     def _shapes(self):
         """Shapes of the sample arrays (image and anchor labels as made, before molding)."""
@@ -248,13 +258,19 @@ class InputPipeline:
         return self._empty() + (np.int32(STATUS_CLOSED), np.int64(image_id), b"closed")
 
     def workers_for(self, num_parallel_calls) -> Tuple[int, Optional[object]]:
-        """``(map parallelism, pool or None)`` for a ``num_parallel_calls`` request."""
-        wanted = host_cores() if num_parallel_calls in (None, tf.data.AUTOTUNE) else int(num_parallel_calls)
-        pool = self._pool(max(1, min(wanted, host_cores())))
-        if pool is None:
-            return (num_parallel_calls if num_parallel_calls is not None else tf.data.AUTOTUNE), None
-        # Two requests per process: each worker has its next sample queued while one is copied back.
-        return 2 * pool._max_workers, pool
+        """``(map parallelism, pool or None)`` for a ``num_parallel_calls`` request.
+
+        With processes the pool (shared per dataset) may hold up to all cores; the number of
+        requests in flight, ``num_parallel_calls`` capped at the cores (AUTOTUNE = all cores),
+        is the number of processes at work.
+        """
+        cores = host_cores()
+        if self.worker_mode != "thread":
+            pool = self._pool(cores)
+            if pool is not None:
+                wanted = cores if num_parallel_calls in (None, tf.data.AUTOTUNE) else int(num_parallel_calls)
+                return max(1, min(wanted, cores)), pool
+        return (num_parallel_calls if num_parallel_calls is not None else tf.data.AUTOTUNE), None
 
     def dataset_fn(self, batch_size: Optional[int] = None, first_epoch: int = 0, epochs: Optional[int] = None,
                    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE, prefetch: int = tf.data.AUTOTUNE,
@@ -365,14 +381,9 @@ def build_dataset(dataset, config, shuffle: bool = True, augmentation=None, seed
     return pipe.dataset_fn(batch_size=batch_size, **kwargs)
 
 
-def _shutdown_pools(pools: dict) -> None:
-    for pool in list(pools.values()):
-        pool.shutdown(wait=False, cancel_futures=True)
-    pools.clear()
-
-
 @atexit.register
 def _close_all() -> None:
     """Before the interpreter finalises: no fetch may be in flight when iterators are destroyed."""
     for pipe in list(_LIVE):
         pipe.close()
+    shutdown_pools()

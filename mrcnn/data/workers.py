@@ -16,17 +16,22 @@ comes from its ``sample_seed`` (see :mod:`mrcnn.data.pipeline`).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
 import pickle
 import random
+import sys
+import threading
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from typing import Optional
 
 import numpy as np
 
 from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
+from mrcnn.data.augment import apply_numpy2_shim
 from mrcnn.data.fast import load_image_gt_fast
 from mrcnn.data.loader import _reference
 from mrcnn.data.targets import build_rpn_targets
@@ -60,7 +65,9 @@ class SampleMaker:
         self.no_aug = set(no_augmentation_sources or ())
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cached")}
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_cached")}
+        state["config"] = _config_values(self.config)
+        return state
 
     def _anchors(self):
         # Built lazily (and per process): not part of what is pickled.
@@ -105,6 +112,21 @@ class SampleMaker:
         return arrays, STATUS_OK, "", None
 
 
+def _config_values(config):
+    """A plain :class:`mrcnn.config.Config` holding ``config``'s values (derived ones included).
+
+    The maker reads only attribute values; sending them instead of the user's subclass
+    spares each worker from importing the module that defines it (often a training script
+    that imports TensorFlow). Anything that is not a plain Config is sent as it is.
+    """
+    from mrcnn.config import Config
+    if not isinstance(config, Config) or not hasattr(config, "to_dict"):
+        return config
+    plain = Config.__new__(Config)
+    plain.__dict__.update(config.to_dict())
+    return plain
+
+
 # ------------------------------------------------------------------------------ worker side
 _MAKER: Optional[SampleMaker] = None
 
@@ -114,6 +136,8 @@ def _init_worker(payload: bytes) -> None:
     # One numpy/BLAS thread per worker process: the parallelism is the processes.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # An imgaug augmenter unpickles by importing imgaug, which needs NumPy 2's removed aliases.
+    apply_numpy2_shim()
     _MAKER = pickle.loads(payload)
 
 
@@ -126,12 +150,20 @@ class PoolUnavailable(RuntimeError):
     """The sample maker cannot be sent to worker processes (the message says why)."""
 
 
+_POOLS: "OrderedDict[tuple, ProcessPoolExecutor]" = OrderedDict()
+_POOLS_LOCK = threading.Lock()
+MAX_POOLS = 4  # e.g. train + validation pipelines, with room for a change of worker count
+
+
 def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
     """A pool of ``processes`` spawned workers, each holding a copy of ``maker``.
 
     ``spawn`` (not ``fork``): the owner runs TensorFlow threads, which a forked child would
-    inherit in an undefined state. Raises :class:`PoolUnavailable` when ``maker`` (the
-    user's ``Dataset``, config or augmentation) cannot be pickled.
+    inherit in an undefined state. Pools are shared by pipelines whose makers pickle to the
+    same bytes (the same dataset, config and augmentation), so building several streams of
+    one dataset starts its workers once; the least recently used of more than
+    :data:`MAX_POOLS` pools is shut down. Raises :class:`PoolUnavailable` when ``maker``
+    (the user's ``Dataset``, config or augmentation) cannot be pickled.
     """
     try:
         payload = pickle.dumps(maker, protocol=pickle.HIGHEST_PROTOCOL)
@@ -141,8 +173,37 @@ def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
             f"threads instead, which scale less because of the GIL. Make the Dataset subclass (and config, "
             f"augmentation) picklable - defined at module level, no lambdas or open handles as attributes - "
             f"or pass worker_mode='thread' to silence this") from exc
-    return ProcessPoolExecutor(max_workers=max(1, int(processes)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(payload,))
+    main = sys.modules.get("__main__")
+    if b"__main__" in payload and not getattr(main, "__file__", None):
+        # A class defined in a notebook or an interactive session pickles by reference to
+        # __main__, which a spawned worker cannot import.
+        raise PoolUnavailable(
+            "the dataset, config or augmentation uses a class defined interactively (in __main__ of a "
+            "notebook or REPL), which worker processes cannot import; loading in threads instead, which scale "
+            "less because of the GIL. Move the class to a .py module to use worker processes, or pass "
+            "worker_mode='thread' to silence this")
+    key = (hashlib.sha256(payload).hexdigest(), max(1, int(processes)))
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is not None and not getattr(pool, "_broken", False) and not getattr(pool, "_shutdown_thread", False):
+            _POOLS.move_to_end(key)
+            return pool
+        pool = ProcessPoolExecutor(max_workers=key[1], mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(payload,))
+        _POOLS[key] = pool
+        while len(_POOLS) > MAX_POOLS:
+            _, old = _POOLS.popitem(last=False)
+            old.shutdown(wait=False, cancel_futures=True)
+        return pool
+
+
+def shutdown_pools() -> None:
+    """Stops every worker process (pipelines started later spawn new ones)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int):

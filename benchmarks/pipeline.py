@@ -1,21 +1,24 @@
-"""Input pipeline at Matterport's default config, this tree side by side with a baseline tree.
+"""Input pipeline at Matterport's default config, this tree side by side with baseline trees.
 
-    python benchmarks/pipeline.py [--base /work/base] [--repeats 3] [--samples 40] [--skip-workers]
+    python benchmarks/pipeline.py [--base /work/base [--base OTHER]] [--repeats 3] [--samples 40] [--skip-workers]
 
 Matterport's default ``Config`` (1024 square, ResNet-101 anchors = 261,888, 81 classes,
 56x56 mini masks) on the real COCO val2017 images of ``../shared/data/coco_val2017_mini``
 (their 5 annotated images repeated to ``--samples``). Each measurement runs in a fresh
-subprocess of one tree (this one = "new", ``--base`` = "base"), new and base alternating,
-``--repeats`` times; the table shows medians and the new/base ratio.
+subprocess of one tree (this one = "new", each ``--base``), the trees alternating in each
+repeat; the table shows medians and the new/first-base ratio.
 
 Rows:
   - per-stage ms per image (load image, load mask, resize image, masks = resize + boxes +
     mini masks, RPN targets), one core (``taskset -c 0``, 1 BLAS/OMP thread);
-  - ``sample`` images/s: ``InputPipeline.sample`` on one core, raw loads cached (the
-    per-image path after ``load_image``/``load_mask``), without and with augmentation
-    (imgaug Fliplr + Affine rotate +-10 + Multiply, and the albumentations equivalent);
-  - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached;
-  - peak RSS of the child process that ran the 2-worker pipeline.
+  - ``sample`` images/s on one core, raw loads cached (the per-image path after
+    ``load_image``/``load_mask``), without and with augmentation (imgaug Fliplr + Affine
+    rotate +-10 + Multiply, and the albumentations equivalent), as wall-clock rate and as
+    images per CPU-second of the process (the better measure on a shared machine). This
+    tree's ``sample`` no longer molds the image (done in TF ops after batching);
+  - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached, worker
+    processes (this tree's default) and, for comparison, threads;
+  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process.
 The machine may be shared: only the ratios of one run mean much.
 """
 from __future__ import annotations
@@ -186,12 +189,18 @@ def _dataset_rate(pipe, workers, n: int):
         next(it)
     rate = 2 * batches / (time.perf_counter() - t)
     del it
-    pools = list(getattr(pipe, "_pools", {}).values())
+    worker_rss = 0.0
+    for pool in getattr(pipe, "_pools", {}).values():
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    hwm = [line for line in f if line.startswith("VmHWM:")][0]
+                worker_rss = max(worker_rss, int(hwm.split()[1]) / 1024)
+            except (OSError, IndexError):
+                pass
     if hasattr(pipe, "close"):
         pipe.close()
-    for pool in pools:
-        pool.shutdown(wait=True)  # reaped, so RUSAGE_CHILDREN holds the largest worker
-    return rate
+    return rate, worker_rss
 
 
 def child(task: str, samples: int) -> dict:
@@ -199,7 +208,10 @@ def child(task: str, samples: int) -> dict:
     if task == "stages":
         return _stages(cfg, ds, real)
     from mrcnn.data.pipeline import InputPipeline
-    kind, arg, aug_name, mode = (task.split(":") + ["none", "auto"])[:4]
+    parts = task.split(":")
+    kind, arg = parts[0], parts[1]
+    aug_name = parts[2] if len(parts) > 2 else "none"
+    mode = parts[3] if len(parts) > 3 else "auto"
     aug = _augmenters()[aug_name] if aug_name != "none" else None
     try:
         pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug, worker_mode=mode)
@@ -209,9 +221,8 @@ def child(task: str, samples: int) -> dict:
     if kind == "sample":
         out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
     else:
-        out["rate"] = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
+        out["rate"], out["worker_rss_mb"] = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return out
 
 
@@ -232,6 +243,8 @@ def _run(tree: str, task: str, samples: int, one_core: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", action="append", help="baseline tree(s); default /work/base")
+    ap.add_argument("--extra-base", action="append", default=[],
+                    help="more baseline trees, measured in the one-core rows only (e.g. an older, slow tree)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
@@ -243,8 +256,11 @@ def main() -> None:
 
     bases = args.base or ["/work/base"]
     trees = {f"base{i if len(bases) > 1 else ''}": os.path.abspath(b) for i, b in enumerate(bases)}
+    for i, b in enumerate(args.extra_base):
+        trees[f"older{i if len(args.extra_base) > 1 else ''}"] = os.path.abspath(b)
     trees["new"] = HERE
     names = list(trees)
+    extra = {k for k in names if k.startswith("older")}
     tasks = [("stages", True), ("sample:1:none", True), ("sample:1:imgaug", True),
              ("sample:1:albumentations", True)]
     if not args.skip_workers:
@@ -257,6 +273,8 @@ def main() -> None:
         for task, one_core in tasks:
             order = names if r % 2 == 0 else names[::-1]
             for k in order:
+                if k in extra and not one_core:
+                    continue
                 results[(task, k)].append(_run(trees[k], task, args.samples, one_core))
                 print(f"repeat {r} {task:28s} {k:5s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
 
@@ -273,7 +291,7 @@ def main() -> None:
 
     def row(label, task, key, fmt):
         vals = [med(task, k, key) for k in names]
-        cells = " | ".join(format(v, fmt) for v in vals)
+        cells = " | ".join("-" if v != v else format(v, fmt) for v in vals)
         print(f"| {label} | {cells} | {vals[-1] / vals[0]:.2f} |")
 
     for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
@@ -288,8 +306,9 @@ def main() -> None:
             row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")
     if not args.skip_workers:
         row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
-        row("peak RSS MB, largest worker process, 2 workers", "workers:2:none", "worker_rss_mb", ".0f")
-        for tree in names:
+        row("peak RSS MB, largest worker process, 2 workers (0: no processes)", "workers:2:none",
+            "worker_rss_mb", ".0f")
+        for tree in [k for k in names if k not in extra]:
             one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
             one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
             print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation, "

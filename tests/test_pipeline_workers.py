@@ -155,16 +155,29 @@ def _stress(tmp_path, rounds, watchdog):
     assert f"ROUNDS {rounds}" in out.stdout
 
 
-def test_iterators_created_read_and_dropped_never_hang(tmp_path):
-    """Default config (1024 px, 261,888 anchors): iterators of both worker modes dropped mid-stream,
-    then the process exits with two live iterators; a watchdog kills a hang. Short here (its cost
-    is mostly TensorFlow's start); the slow test below repeats it many times."""
-    _stress(tmp_path, rounds=3, watchdog=240)
+def test_iterators_dropped_mid_stream_never_hang():
+    """In this process, small images: iterators of both worker modes created, read and dropped with
+    fetches in flight, as Keras does with validation data every epoch; a watchdog turns a hang into
+    a failure with every thread's stack."""
+    import faulthandler
+    train, _ = make_datasets(6, 1, seed=7)
+    pipes = [InputPipeline(train, SmallConfig(), seed=1, worker_mode=m) for m in ("thread", "process")]
+    faulthandler.dump_traceback_later(300, exit=True)
+    try:
+        for k in range(16):
+            it = iter(pipes[k % 2].dataset_fn(num_parallel_calls=1 + k % 3))
+            next(it)
+            del it
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.mark.slow
-def test_many_iterators_never_hang(tmp_path):
-    _stress(tmp_path, rounds=48, watchdog=1500)
+def test_iterators_at_the_default_config_never_hang(tmp_path):
+    """Default config (1024 px, 261,888 anchors), in a fresh process: iterators of both worker modes
+    dropped mid-stream many times, then the process exits with two live iterators and fetches in
+    flight (the atexit hook drains them); a watchdog kills a hang. ~90 s on a loaded 2-core machine."""
+    _stress(tmp_path, rounds=24, watchdog=1500)
 
 
 _DEVICES = textwrap.dedent('''
@@ -193,6 +206,11 @@ _DEVICES = textwrap.dedent('''
             assert [p.device.split("/")[-1] for p in parts] == ["device:CPU:0", "device:CPU:1"], \\
                 [p.device for p in parts]
             np.testing.assert_array_equal(np.concatenate([p.numpy() for p in parts]), whole)
+    # One accelerator: OneDeviceStrategy (pass it as train(strategy=...)) prefetches onto it.
+    one = tf.distribute.OneDeviceStrategy("/cpu:1")
+    (inputs,) = next(iter(distribute(pipe.dataset_fn(batch_size=4), one)))
+    assert all(t.device.endswith("device:CPU:1") for t in inputs), [t.device for t in inputs]
+    np.testing.assert_array_equal(inputs[1].numpy(), plain[0][1])
     print("DEVICES OK", flush=True)
 ''')
 

@@ -9,7 +9,7 @@ subprocess of one tree (this one = "new", each ``--base``), the trees alternatin
 repeat; the table shows medians and the new/first-base ratio.
 
 Rows:
-  - per-stage ms per image (load image, load mask, resize image, masks = resize + boxes +
+  - per-stage CPU ms per image (load image, load mask, resize image, masks = resize + boxes +
     mini masks, RPN targets), one core (``taskset -c 0``, 1 BLAS/OMP thread);
   - ``sample`` images/s on one core, raw loads cached (the per-image path after
     ``load_image``/``load_mask``), without and with augmentation (imgaug Fliplr + Affine
@@ -110,7 +110,10 @@ def _augmenters():
 
 
 def _stages(cfg, ds, real) -> dict:
-    """Per-stage ms (median over the real images, 3 passes) with the tree's own functions."""
+    """Per-stage CPU ms (median over the real images, 3 passes) with the tree's own functions.
+
+    CPU time of this single-threaded process: on a shared machine, wall time also counts
+    the time other jobs hold the core."""
     import numpy as np
     from mrcnn.core.anchors import get_pixel_anchors
     from mrcnn.core.boxes import extract_bboxes
@@ -128,21 +131,21 @@ def _stages(cfg, ds, real) -> dict:
     times = {k: [] for k in ("load image", "load mask", "resize image", "masks", "RPN targets")}
     for _ in range(3):
         for i in real:
-            t = time.perf_counter()
+            t = time.process_time()
             image = CocoDataset.load_image(ds, i)
-            times["load image"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["load image"].append(time.process_time() - t)
+            t = time.process_time()
             mask, class_ids = CocoDataset.load_mask(ds, i)
-            times["load mask"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["load mask"].append(time.process_time() - t)
+            t = time.process_time()
             if fast:
                 im, window, scale, padding, crop = fast.resize_image_fast(image, cfg)
             else:
                 im, window, scale, padding, crop = resize_image(
                     image, min_dim=cfg.IMAGE_MIN_DIM, min_scale=cfg.IMAGE_MIN_SCALE, max_dim=cfg.IMAGE_MAX_DIM,
                     mode=cfg.IMAGE_RESIZE_MODE)
-            times["resize image"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["resize image"].append(time.process_time() - t)
+            t = time.process_time()
             if fast:
                 rows = fast.zoom_index(mask.shape[0], scale)
                 cols = fast.zoom_index(mask.shape[1], scale)
@@ -158,11 +161,11 @@ def _stages(cfg, ds, real) -> dict:
                 m, class_ids = m[:, :, keep], class_ids[keep]
                 bbox = extract_bboxes(m)
                 minimize_mask(bbox, m, cfg.MINI_MASK_SHAPE)
-            times["masks"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["masks"].append(time.process_time() - t)
+            t = time.process_time()
             kw = {"anchor_index": index} if index is not None else {}
             build_rpn_targets(im.shape, anchors, class_ids, bbox, cfg, rng=np.random.RandomState(0), **kw)
-            times["RPN targets"].append(time.perf_counter() - t)
+            times["RPN targets"].append(time.process_time() - t)
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
@@ -292,10 +295,11 @@ def main() -> None:
     def row(label, task, key, fmt):
         vals = [med(task, k, key) for k in names]
         cells = " | ".join("-" if v != v else format(v, fmt) for v in vals)
-        print(f"| {label} | {cells} | {vals[-1] / vals[0]:.2f} |")
+        ratio = f"{vals[-1] / vals[0]:.2f}" if vals[0] else "-"
+        print(f"| {label} | {cells} | {ratio} |")
 
     for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
-        row(f"ms/image, one core: {stage}", "stages", stage, ".1f")
+        row(f"CPU ms/image, one core: {stage}", "stages", stage, ".1f")
     for task, _ in tasks[1:]:
         parts = task.split(":")
         if parts[0] == "sample":

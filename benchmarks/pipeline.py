@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
+    ap.add_argument("--only-scaling", action="store_true",
+                    help="only dataset_fn with 1 and 2 workers, no augmentation (more repeats in less time)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -271,6 +273,8 @@ def main() -> None:
                   ("workers:2:none:thread", False),
                   ("workers:1:imgaug", False), ("workers:2:imgaug", False),
                   ("workers:1:albumentations", False), ("workers:2:albumentations", False)]
+    if args.only_scaling:
+        tasks = [("workers:1:none", False), ("workers:2:none", False)]
     results = {(t, k): [] for t, _ in tasks for k in trees}
     for r in range(args.repeats):
         for task, one_core in tasks:
@@ -298,25 +302,30 @@ def main() -> None:
         ratio = f"{vals[-1] / vals[0]:.2f}" if vals[0] else "-"
         print(f"| {label} | {cells} | {ratio} |")
 
-    for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
+    for stage in (("load image", "load mask", "resize image", "masks", "RPN targets")
+                  if ("stages", False) in tasks or ("stages", True) in tasks else ()):
         row(f"CPU ms/image, one core: {stage}", "stages", stage, ".1f")
-    for task, _ in tasks[1:]:
+    for task, _ in tasks:
         parts = task.split(":")
+        if parts[0] == "stages":
+            continue
         if parts[0] == "sample":
             row(f"images/s, one core, sample(), aug {parts[2]}", task, "rate", ".2f")
             row(f"images per CPU-second, sample(), aug {parts[2]}", task, "cpu_rate", ".2f")
         else:
             mode = f", {parts[3]} mode" if len(parts) > 3 else ""
             row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")
-    if not args.skip_workers:
+    if not args.skip_workers and not args.only_scaling:
         row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
         row("peak RSS MB, largest worker process, 2 workers (0: no processes)", "workers:2:none",
             "worker_rss_mb", ".0f")
+    if not args.skip_workers:
         for tree in [k for k in names if k not in extra]:
             one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
-            one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
-            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation, "
-                  f"{two_a / one_a:.2f}x with imgaug", end="")
+            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation", end="")
+            if not args.only_scaling:
+                one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
+                print(f", {two_a / one_a:.2f}x with imgaug", end="")
         print()
 
 

@@ -1,21 +1,24 @@
-"""Input pipeline at Matterport's default config, this tree side by side with a baseline tree.
+"""Input pipeline at Matterport's default config, this tree side by side with baseline trees.
 
-    python benchmarks/pipeline.py [--base /work/base] [--repeats 3] [--samples 40] [--skip-workers]
+    python benchmarks/pipeline.py [--base /work/base [--base OTHER]] [--repeats 3] [--samples 40] [--skip-workers]
 
 Matterport's default ``Config`` (1024 square, ResNet-101 anchors = 261,888, 81 classes,
 56x56 mini masks) on the real COCO val2017 images of ``../shared/data/coco_val2017_mini``
 (their 5 annotated images repeated to ``--samples``). Each measurement runs in a fresh
-subprocess of one tree (this one = "new", ``--base`` = "base"), new and base alternating,
-``--repeats`` times; the table shows medians and the new/base ratio.
+subprocess of one tree (this one = "new", each ``--base``), the trees alternating in each
+repeat; the table shows medians and the new/first-base ratio.
 
 Rows:
-  - per-stage ms per image (load image, load mask, resize image, masks = resize + boxes +
+  - per-stage CPU ms per image (load image, load mask, resize image, masks = resize + boxes +
     mini masks, RPN targets), one core (``taskset -c 0``, 1 BLAS/OMP thread);
-  - ``sample`` images/s: ``InputPipeline.sample`` on one core, raw loads cached (the
-    per-image path after ``load_image``/``load_mask``), without and with augmentation
-    (imgaug Fliplr + Affine rotate +-10 + Multiply, and the albumentations equivalent);
-  - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached;
-  - peak RSS of the child process that ran the 2-worker pipeline.
+  - ``sample`` images/s on one core, raw loads cached (the per-image path after
+    ``load_image``/``load_mask``), without and with augmentation (imgaug Fliplr + Affine
+    rotate +-10 + Multiply, and the albumentations equivalent), as wall-clock rate and as
+    images per CPU-second of the process (the better measure on a shared machine). This
+    tree's ``sample`` no longer molds the image (done in TF ops after batching);
+  - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached, worker
+    processes (this tree's default) and, for comparison, threads;
+  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process.
 The machine may be shared: only the ratios of one run mean much.
 """
 from __future__ import annotations
@@ -36,33 +39,49 @@ if not os.path.isdir(MINI):
 
 
 # ------------------------------------------------------------------------------ child side
+class _Cached:
+    """Mixin: memoised load_image/load_mask keyed by the real image a repeat stands for.
+
+    Defined at module level (and the repeat map is an attribute) so the dataset pickles for
+    worker processes; each process fills its own cache on first use.
+    """
+    orig_ids: dict = {}
+
+    def load_image(self, image_id):
+        real = self.orig_ids.get(image_id, image_id)
+        key = ("i", real)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = super().load_image(real)
+        return cache[key]
+
+    def load_mask(self, image_id):
+        real = self.orig_ids.get(image_id, image_id)
+        key = ("m", real)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = super().load_mask(real)
+        return cache[key]
+
+
+try:  # module level so the dataset and config pickle for worker processes (spawned children import this)
+    from mrcnn.config import Config as _Config
+    from mrcnn.data.formats.coco import CocoDataset as _CocoDataset
+
+    class DefaultConfig(_Config):
+        NAME = "coco_default"
+        NUM_CLASSES = 81
+
+    class CachedCoco(_Cached, _CocoDataset):
+        pass
+except ImportError:  # the parent does not need mrcnn
+    DefaultConfig = CachedCoco = None
+
+
 def _setup(samples: int):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.getLogger("mrcnn").setLevel(logging.ERROR)
-    from mrcnn.config import Config
-    from mrcnn.data.formats.coco import CocoDataset
-
-    class DefaultConfig(Config):
-        NAME = "coco_default"
-        NUM_CLASSES = 81
-
-    class CachedCoco(CocoDataset):
-        """The COCO loader with load_image/load_mask memoised: measures the path after the loads."""
-        _cache: dict = {}
-
-        def load_image(self, image_id):
-            key = ("i", image_id)
-            if key not in self._cache:
-                self._cache[key] = super().load_image(image_id)
-            return self._cache[key]
-
-        def load_mask(self, image_id):
-            key = ("m", image_id)
-            if key not in self._cache:
-                self._cache[key] = super().load_mask(image_id)
-            return self._cache[key]
-
     cfg = DefaultConfig()
     ds = CachedCoco()
     ds.load_coco(os.path.join(MINI, "annotations.json"), os.path.join(MINI, "images"))
@@ -72,14 +91,9 @@ def _setup(samples: int):
     base_infos = list(ds.image_info)
     while len(ds.image_info) < samples:
         ds.image_info.append(dict(base_infos[len(ds.image_info) % len(base_infos)]))
-    orig_ids = {}
-    for k in range(len(ds.image_info)):
-        orig_ids[k] = real[k % len(real)]
     ds.prepare()
-    # The cache keys by the original image: repeats hit it.
-    li, lm = ds.load_image, ds.load_mask
-    ds.load_image = lambda i: li(orig_ids[i])
-    ds.load_mask = lambda i: lm(orig_ids[i])
+    ds.orig_ids = {k: real[k % len(real)] for k in range(len(ds.image_info))}
+    ds.__dict__.pop("_cache", None)
     for i in real:
         ds.load_image(i), ds.load_mask(i)
     return cfg, ds, real
@@ -96,7 +110,10 @@ def _augmenters():
 
 
 def _stages(cfg, ds, real) -> dict:
-    """Per-stage ms (median over the real images, 3 passes) with the tree's own functions."""
+    """Per-stage CPU ms (median over the real images, 3 passes) with the tree's own functions.
+
+    CPU time of this single-threaded process: on a shared machine, wall time also counts
+    the time other jobs hold the core."""
     import numpy as np
     from mrcnn.core.anchors import get_pixel_anchors
     from mrcnn.core.boxes import extract_bboxes
@@ -114,21 +131,21 @@ def _stages(cfg, ds, real) -> dict:
     times = {k: [] for k in ("load image", "load mask", "resize image", "masks", "RPN targets")}
     for _ in range(3):
         for i in real:
-            t = time.perf_counter()
+            t = time.process_time()
             image = CocoDataset.load_image(ds, i)
-            times["load image"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["load image"].append(time.process_time() - t)
+            t = time.process_time()
             mask, class_ids = CocoDataset.load_mask(ds, i)
-            times["load mask"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["load mask"].append(time.process_time() - t)
+            t = time.process_time()
             if fast:
                 im, window, scale, padding, crop = fast.resize_image_fast(image, cfg)
             else:
                 im, window, scale, padding, crop = resize_image(
                     image, min_dim=cfg.IMAGE_MIN_DIM, min_scale=cfg.IMAGE_MIN_SCALE, max_dim=cfg.IMAGE_MAX_DIM,
                     mode=cfg.IMAGE_RESIZE_MODE)
-            times["resize image"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["resize image"].append(time.process_time() - t)
+            t = time.process_time()
             if fast:
                 rows = fast.zoom_index(mask.shape[0], scale)
                 cols = fast.zoom_index(mask.shape[1], scale)
@@ -144,35 +161,49 @@ def _stages(cfg, ds, real) -> dict:
                 m, class_ids = m[:, :, keep], class_ids[keep]
                 bbox = extract_bboxes(m)
                 minimize_mask(bbox, m, cfg.MINI_MASK_SHAPE)
-            times["masks"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["masks"].append(time.process_time() - t)
+            t = time.process_time()
             kw = {"anchor_index": index} if index is not None else {}
             build_rpn_targets(im.shape, anchors, class_ids, bbox, cfg, rng=np.random.RandomState(0), **kw)
-            times["RPN targets"].append(time.perf_counter() - t)
+            times["RPN targets"].append(time.process_time() - t)
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def _sample_rate(pipe, n: int) -> float:
+def _sample_rate(pipe, n: int):
+    """(wall images/s, images per CPU-second) of ``sample`` in this thread."""
     ids = list(pipe.dataset.image_ids)
-    pipe.sample(ids[0], 1)  # warm-up (caches)
-    t = time.perf_counter()
+    for k in range(min(len(ids), 6)):  # warm-up: caches, anchors, imports
+        pipe.sample(ids[k], k)
+    t, c = time.perf_counter(), time.process_time()
     for k in range(n):
         pipe.sample(ids[k % len(ids)], k)
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
 
-def _dataset_rate(pipe, workers, n: int) -> float:
+def _dataset_rate(pipe, workers, n: int):
     import tensorflow as tf
     ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=tf.data.AUTOTUNE if workers == "all" else workers)
     it = iter(ds)
-    next(it), next(it)  # warm-up
+    for _ in range(4):  # warm-up: worker start, each worker's cache of the real images
+        next(it)
     batches = max(1, n // 2)
     t = time.perf_counter()
     for _ in range(batches):
         next(it)
     rate = 2 * batches / (time.perf_counter() - t)
     del it
-    return rate
+    worker_rss = 0.0
+    for pool in getattr(pipe, "_pools", {}).values():
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    hwm = [line for line in f if line.startswith("VmHWM:")][0]
+                worker_rss = max(worker_rss, int(hwm.split()[1]) / 1024)
+            except (OSError, IndexError):
+                pass
+    if hasattr(pipe, "close"):
+        pipe.close()
+    return rate, worker_rss
 
 
 def child(task: str, samples: int) -> dict:
@@ -180,18 +211,22 @@ def child(task: str, samples: int) -> dict:
     if task == "stages":
         return _stages(cfg, ds, real)
     from mrcnn.data.pipeline import InputPipeline
-    aug = None
-    if task.startswith("sample:") or task.startswith("workers:"):
-        kind, arg, aug_name = (task.split(":") + ["none"])[:3]
-        if aug_name != "none":
-            aug = _augmenters()[aug_name]
+    parts = task.split(":")
+    kind, arg = parts[0], parts[1]
+    aug_name = parts[2] if len(parts) > 2 else "none"
+    mode = parts[3] if len(parts) > 3 else "auto"
+    aug = _augmenters()[aug_name] if aug_name != "none" else None
+    try:
+        pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug, worker_mode=mode)
+    except TypeError:  # a tree without worker processes
         pipe = InputPipeline(ds, cfg, shuffle=True, seed=1, augmentation=aug)
-        if kind == "sample":
-            rate = _sample_rate(pipe, samples)
-        else:
-            rate = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
-        return {"rate": rate, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    raise ValueError(task)
+    out = {}
+    if kind == "sample":
+        out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
+    else:
+        out["rate"], out["worker_rss_mb"] = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -210,50 +245,88 @@ def _run(tree: str, task: str, samples: int, one_core: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", default="/work/base")
+    ap.add_argument("--base", action="append", help="baseline tree(s); default /work/base")
+    ap.add_argument("--extra-base", action="append", default=[],
+                    help="more baseline trees, measured in the one-core rows only (e.g. an older, slow tree)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
+    ap.add_argument("--only-scaling", action="store_true",
+                    help="only dataset_fn with 1 and 2 workers, no augmentation (more repeats in less time)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.samples)))
         return
 
-    trees = {"new": HERE, "base": os.path.abspath(args.base)}
+    bases = args.base or ["/work/base"]
+    trees = {f"base{i if len(bases) > 1 else ''}": os.path.abspath(b) for i, b in enumerate(bases)}
+    for i, b in enumerate(args.extra_base):
+        trees[f"older{i if len(args.extra_base) > 1 else ''}"] = os.path.abspath(b)
+    trees["new"] = HERE
+    names = list(trees)
+    extra = {k for k in names if k.startswith("older")}
     tasks = [("stages", True), ("sample:1:none", True), ("sample:1:imgaug", True),
              ("sample:1:albumentations", True)]
     if not args.skip_workers:
-        tasks += [("workers:1", False), ("workers:2", False), ("workers:all", False),
-                  ("workers:1:imgaug", False), ("workers:2:imgaug", False)]
+        tasks += [("workers:1:none", False), ("workers:2:none", False), ("workers:all:none", False),
+                  ("workers:2:none:thread", False),
+                  ("workers:1:imgaug", False), ("workers:2:imgaug", False),
+                  ("workers:1:albumentations", False), ("workers:2:albumentations", False)]
+    if args.only_scaling:
+        tasks = [("workers:1:none", False), ("workers:2:none", False)]
     results = {(t, k): [] for t, _ in tasks for k in trees}
     for r in range(args.repeats):
         for task, one_core in tasks:
-            order = ("new", "base") if r % 2 == 0 else ("base", "new")
+            order = names if r % 2 == 0 else names[::-1]
             for k in order:
+                if k in extra and not one_core:
+                    continue
                 results[(task, k)].append(_run(trees[k], task, args.samples, one_core))
-                print(f"repeat {r} {task:26s} {k:4s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
+                print(f"repeat {r} {task:28s} {k:5s} {results[(task, k)][-1]}", file=sys.stderr, flush=True)
 
     def med(task, tree, key):
         vals = [x[key] for x in results[(task, tree)] if key in x]
         return statistics.median(vals) if vals else float("nan")
 
-    print(f"\nMatterport default config, COCO val2017 images, {args.samples} samples, median of {args.repeats}")
-    print(f"{'measure':44s} {'base':>10s} {'new':>10s} {'new/base':>9s}")
-    for stage in ("load image", "load mask", "resize image", "masks", "RPN targets"):
-        b, n = med("stages", "base", stage), med("stages", "new", stage)
-        print(f"{'ms/image, one core: ' + stage:44s} {b:10.1f} {n:10.1f} {n / b:9.2f}")
-    for task, _ in tasks[1:]:
-        b, n = med(task, "base", "rate"), med(task, "new", "rate")
-        label = ("images/s, one core, sample() " if task.startswith("sample") else "images/s, dataset_fn ") + \
-            task.split(":", 1)[1]
-        print(f"{label:44s} {b:10.2f} {n:10.2f} {n / b:9.2f}")
+    ref = names[0]
+    print(f"\nMatterport default config (1024 square, R101 anchors, 81 classes, 56x56 mini masks), "
+          f"COCO val2017 images repeated to {args.samples} samples, median of {args.repeats}; "
+          + ", ".join(f"{k} = {v}" for k, v in trees.items()))
+    print("\n| measure | " + " | ".join(names) + f" | new/{ref} |")
+    print("|---|" + "---:|" * (len(names) + 1))
+
+    def row(label, task, key, fmt):
+        vals = [med(task, k, key) for k in names]
+        cells = " | ".join("-" if v != v else format(v, fmt) for v in vals)
+        ratio = f"{vals[-1] / vals[0]:.2f}" if vals[0] else "-"
+        print(f"| {label} | {cells} | {ratio} |")
+
+    for stage in (("load image", "load mask", "resize image", "masks", "RPN targets")
+                  if ("stages", False) in tasks or ("stages", True) in tasks else ()):
+        row(f"CPU ms/image, one core: {stage}", "stages", stage, ".1f")
+    for task, _ in tasks:
+        parts = task.split(":")
+        if parts[0] == "stages":
+            continue
+        if parts[0] == "sample":
+            row(f"images/s, one core, sample(), aug {parts[2]}", task, "rate", ".2f")
+            row(f"images per CPU-second, sample(), aug {parts[2]}", task, "cpu_rate", ".2f")
+        else:
+            mode = f", {parts[3]} mode" if len(parts) > 3 else ""
+            row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")
+    if not args.skip_workers and not args.only_scaling:
+        row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
+        row("peak RSS MB, largest worker process, 2 workers (0: no processes)", "workers:2:none",
+            "worker_rss_mb", ".0f")
     if not args.skip_workers:
-        b, n = med("workers:2", "base", "rss_mb"), med("workers:2", "new", "rss_mb")
-        print(f"{'peak RSS MB, dataset_fn 2 workers':44s} {b:10.0f} {n:10.0f} {n / b:9.2f}")
-        for tree in ("base", "new"):
-            one, two = med("workers:1", tree, "rate"), med("workers:2", tree, "rate")
-            print(f"scaling 1 -> 2 workers ({tree}): {two / one:.2f}x")
+        for tree in [k for k in names if k not in extra]:
+            one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
+            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation", end="")
+            if not args.only_scaling:
+                one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
+                print(f", {two_a / one_a:.2f}x with imgaug", end="")
+        print()
 
 
 if __name__ == "__main__":

@@ -1,43 +1,66 @@
 """tf.data input pipeline for training.
 
-Each sample is produced by the fast numpy path (:func:`mrcnn.data.fast.load_image_gt_fast`,
-same results as Matterport's :func:`mrcnn.data.loader.load_image_gt`, +
-:func:`mrcnn.data.targets.build_rpn_targets` with an anchor index) inside ``tf.numpy_function`` running on
-``num_parallel_calls`` workers; results are then filtered, batched and prefetched.
+Each sample is made by :class:`mrcnn.data.workers.SampleMaker` (the fast numpy path of
+:func:`mrcnn.data.fast.load_image_gt_fast`, same results as Matterport's
+:func:`mrcnn.data.loader.load_image_gt`, + :func:`mrcnn.data.targets.build_rpn_targets`
+with an anchor index). Where it runs (``worker_mode``):
+
+* ``"process"``: in a pool of spawned worker processes, one per worker; the ``tf.data``
+  thread that asked for the sample only waits for it without holding the GIL, so the rate
+  grows with the cores. Needs a picklable ``Dataset`` (and config, augmentation).
+* ``"thread"``: inside ``tf.numpy_function`` on ``num_parallel_calls`` threads (the GIL
+  limits the gain from a second core to ~1.4x).
+* ``"auto"`` (default): processes if the dataset pickles, else threads with a warning
+  saying why.
+
+Everything after the sample is TensorFlow ops: failure counting (``scan``), filtering,
+batching, molding (``image - MEAN_PIXEL`` in float64 then float32, as Matterport's
+``mold_image``) and prefetching.
 
 Determinism: with a ``seed`` the image order of every epoch and every random choice
-inside a sample (RPN subsampling, crop, imgaug) are derived from
-``(seed, epoch, position)``, so the stream is the same whatever the number of workers.
-Without a seed the order is shuffled freshly.
+inside a sample (RPN subsampling, crop, imgaug/albumentations) are derived from
+``(seed, epoch, position)``, so the stream is the same whatever the number of workers
+and the worker mode. Without a seed the order is shuffled freshly.
 
 Bad samples: an image without instances (or whose instances all vanish under
 augmentation) is skipped and counted; an image that fails to load is logged with its id
 and path, counted and skipped. :attr:`InputPipeline.skips` holds the counts; more than
 ``max_errors`` consecutive failures stop training with an error naming the last image.
+
+Teardown: the only Python work inside the ``tf.data`` graph is the sample fetch. Dropping
+an iterator waits for fetches in flight with the GIL released (TF 2.21's tensor dealloc
+releases it), so they finish. At interpreter exit Python threads can no longer take the
+GIL, so an iterator destroyed then must have no fetch in flight: an ``atexit`` hook closes
+every pipeline first (waiting fetches return at once, later ones return "closed", which
+ends the stream with ``take_while``) and waits until none is in flight.
 """
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import logging
-import random
 import threading
+import time
+import weakref
+from concurrent.futures.process import BrokenProcessPool
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
-
-from mrcnn.data.fast import load_image_gt_fast, mold_image_fast
-from mrcnn.data.loader import SkipCounter, _reference
-from mrcnn.data.targets import build_rpn_targets
-from mrcnn.data.validate import SampleError
+from mrcnn.core.anchors import get_pixel_anchors
+from mrcnn.data.loader import SkipCounter
+from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolUnavailable,
+                                SampleMaker, host_cores, make_pool, shutdown_pools, submit)
 
 logger = logging.getLogger("mrcnn.data")
 
-STATUS_OK, STATUS_SKIP, STATUS_ERROR = 0, 1, 2
-
 INPUT_NAMES = ("input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
                "input_gt_class_ids", "input_gt_boxes", "input_gt_masks")
+
+WORKER_MODES = ("auto", "process", "thread")
+
+_LIVE: "weakref.WeakSet[InputPipeline]" = weakref.WeakSet()
 
 
 class InputPipeline:
@@ -51,13 +74,16 @@ class InputPipeline:
         no_augmentation_sources: dataset sources never augmented.
         seed: makes the stream deterministic (see module doc).
         max_errors: consecutive load failures tolerated before raising.
+        worker_mode: ``"auto"``, ``"process"`` or ``"thread"`` (see module doc).
     """
 
     def __init__(self, dataset, config, shuffle: bool = True, augmentation=None,
                  no_augmentation_sources: Optional[Sequence[str]] = None, seed: Optional[int] = None,
-                 max_errors: int = 5, name: str = "train"):
+                 max_errors: int = 5, name: str = "train", worker_mode: str = "auto"):
         if not len(dataset.image_ids):
             raise ValueError(f"{name} dataset has no images (did you call prepare()?)")
+        if worker_mode not in WORKER_MODES:
+            raise ValueError(f"worker_mode must be one of {WORKER_MODES}, got {worker_mode!r}")
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -65,92 +91,124 @@ class InputPipeline:
         self.no_aug = set(no_augmentation_sources or [])
         self.seed = seed
         self.max_errors = max_errors
+        self.name = name
+        self.worker_mode = worker_mode
         self.skips = SkipCounter(f"{name} pipeline")
-        self._consecutive_errors = 0
-        self._errors = {}  # image id -> last load error, for the message of _check
-        self._lock = threading.Lock()
+        self.strict_error = None
+        self.maker = SampleMaker(dataset, config, augmentation, self.no_aug)
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
-        self.anchor_index = get_anchor_index(config, config.IMAGE_SHAPE)
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the pool of the stream whose fetch runs in this thread
+        self._pools: dict = {}  # processes -> ProcessPoolExecutor (shared, see workers.make_pool)
+        self._pool_refused: Optional[str] = None
+        self._closed = False
+        self._in_flight = 0
+        _LIVE.add(self)
 
     # ----------------------------------------------------------------------------------------
     def sample(self, image_id: int, sample_seed: int):
-        """One training sample as numpy arrays plus a status (``STATUS_*``; numpy path, no TF)."""
-        cfg = self.config
-        image_id = int(image_id)
-        sample_seed = int(sample_seed)
-        rng = np.random.RandomState(sample_seed % (2 ** 32)) if sample_seed >= 0 else np.random
-        py_rng = random.Random(sample_seed) if sample_seed >= 0 else None
-        try:
-            source = self.dataset.image_info[image_id]["source"]
-            aug = None if source in self.no_aug else self.augmentation
-            image, meta, class_ids, boxes, masks = load_image_gt_fast(
-                self.dataset, cfg, image_id, augmentation=aug, use_mini_mask=cfg.USE_MINI_MASK,
-                rng=py_rng, augment_seed=sample_seed if sample_seed >= 0 else None)
-        except Exception as exc:  # noqa: BLE001 - every failure is logged with the image and counted
-            if isinstance(exc, SampleError) and getattr(cfg, "STRICT_DATA_CHECKS", False):
-                self.strict_error = exc  # train() re-raises it as itself, not wrapped by TF
-                raise
-            logger.error("Skipping image id %s (%s): %s: %s", image_id, _reference(self.dataset, image_id),
-                         type(exc).__name__, exc)
-            self.skips.add("error", image_id, str(exc))
-            with self._lock:
-                self._errors[image_id] = f"{type(exc).__name__}: {exc}"
-            return self._empty(STATUS_ERROR)
-        if not np.any(class_ids > 0):
-            self.skips.add("no instances", image_id)
-            return self._empty(STATUS_SKIP)
+        """One training sample, logged and counted here; what a stream's fetch returns.
 
-        rpn_match, rpn_bbox = build_rpn_targets(image.shape, self.anchors, class_ids, boxes, cfg, rng=rng,
-                                                anchor_index=self.anchor_index)
-        if boxes.shape[0] > cfg.MAX_GT_INSTANCES:
-            ids = rng.choice(np.arange(boxes.shape[0]), cfg.MAX_GT_INSTANCES, replace=False)
-            class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
-        n = boxes.shape[0]
-        gt_class_ids = np.zeros([cfg.MAX_GT_INSTANCES], np.int32)
-        gt_boxes = np.zeros([cfg.MAX_GT_INSTANCES, 4], np.int32)
-        gt_masks = np.zeros(masks.shape[:2] + (cfg.MAX_GT_INSTANCES,), bool)
-        gt_class_ids[:n] = class_ids
-        gt_boxes[:n] = boxes
-        gt_masks[:, :, :n] = masks
-        return (mold_image_fast(image, cfg), meta.astype(np.float32),
-                rpn_match[:, None].astype(np.int32), rpn_bbox.astype(np.float32),
-                gt_class_ids, gt_boxes, gt_masks, np.int32(STATUS_OK))
+        Made in this thread, or, when called by the fetch of a stream that has worker
+        processes, in one of them (this thread waits without holding the GIL).
 
-    def _empty(self, status: int):
-        shapes = self._shapes()
-        dtypes = self._dtypes()
-        return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(shapes, dtypes)) + (np.int32(status),)
-
-    def _check(self, image_id, status) -> bool:
-        """Runs sequentially, in stream order: counts consecutive load failures.
-
-        Parallel workers finish out of order, so the count is kept here, after the
-        (deterministic) parallel map, where "in a row" means in the order of the schedule.
+        Returns ``(image uint8 [H, W, 3] (not molded), image_meta float32, rpn_match int8 [A],
+        rpn_bbox float32, gt_class_ids int32, gt_boxes int32, gt_masks bool, status int32,
+        image_id int64, message bytes)``; zeros for a skipped sample (``STATUS_SKIP`` /
+        ``STATUS_ERROR``) or a closed pipeline (``STATUS_CLOSED``).
         """
-        image_id, status = int(image_id), int(status)
-        if status != STATUS_ERROR:
-            if status == STATUS_OK:
-                self._consecutive_errors = 0
-            return np.bool_(status == STATUS_OK)
-        self._consecutive_errors += 1
-        n = self._consecutive_errors
-        if n > self.max_errors:
+        image_id, sample_seed = int(image_id), int(sample_seed)
+        pool = getattr(self._local, "pool", None)
+        if pool is None or self._pool_refused is not None:
+            return self._accept(image_id, self.maker(image_id, sample_seed))
+        try:
+            future = submit(pool, image_id, sample_seed)
+            while True:
+                try:
+                    result = future.result(timeout=0.1)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if self._closed:
+                        future.cancel()
+                        return self._closed_result(image_id)
+        except BrokenProcessPool as exc:
+            # A worker could not start (e.g. a script without an ``if __name__ == "__main__":``
+            # guard, whose code a spawned child runs again) or died: make the sample here.
+            self._fall_back(f"worker processes failed ({exc}). If the Dataset is defined in a script, "
+                            f"guard the script's code with if __name__ == '__main__': (spawned workers "
+                            f"import it)")
+            result = self.maker(image_id, sample_seed)
+        except RuntimeError:  # the pool was shut down: close(), interpreter exit, or evicted
+            if self._closed or getattr(concurrent.futures.process, "_global_shutdown", False):
+                return self._closed_result(image_id)
+            result = self.maker(image_id, sample_seed)
+        return self._accept(image_id, result)
+
+    def _fall_back(self, why: str) -> None:
+        with self._lock:
+            first = self._pool_refused is None
+            self._pool_refused = why
+        if first:
+            logger.warning("%s pipeline: loading in threads from now on: %s", self.name, why)
+
+    def _accept(self, image_id: int, result):
+        """Logs/counts a maker result (in the owner process) and returns the fetch outputs."""
+        arrays, status, message, strict_error = result
+        if status == STATUS_ERROR:
+            if strict_error is not None:
+                self.strict_error = strict_error  # train() re-raises it as itself, not wrapped by TF
+                raise strict_error
+            logger.error("Skipping %s", message)
+            self.skips.add("error", image_id, message)
+        elif status == STATUS_SKIP:
+            self.skips.add(message or "no instances", image_id)
+        if arrays is None:
+            arrays = self._empty()
+        return tuple(arrays) + (np.int32(status), np.int64(image_id), message.encode("utf-8", "replace"))
+
+    def _empty(self):
+        return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(self._shapes(), self._dtypes()))
+
+    def close(self) -> None:
+        """Ends every stream of this pipeline (fetches waiting for a worker return at once,
+        iterators then end). Idempotent. Worker processes are shared between pipelines of the
+        same dataset: :func:`mrcnn.data.workers.shutdown_pools` stops them (done at exit).
+        """
+        self._closed = True
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
             with self._lock:
-                why = self._errors.get(image_id, "load failed")
-            raise RuntimeError(f"{n} images in a row failed to load; last was image id {image_id} "
-                               f"({_reference(self.dataset, image_id)}): {why}")
-        return np.bool_(False)
+                if self._in_flight == 0:
+                    break
+            time.sleep(0.01)
+        self._pools.clear()
+
+    def _pool(self, workers: int):
+        """The process pool for ``workers`` processes, or None to run in threads."""
+        if self.worker_mode == "thread" or self._pool_refused is not None:
+            return None
+        try:
+            pool = make_pool(self.maker, workers)  # shared with pipelines of the same maker
+        except PoolUnavailable as exc:
+            if self.worker_mode == "process":
+                raise
+            self._pool_refused = str(exc)
+            logger.warning("%s pipeline: %s", self.name, exc)
+            return None
+        self._pools[workers] = pool
+        return pool
 
     def _shapes(self):
+        """Shapes of the sample arrays (image and anchor labels as made, before molding)."""
         cfg = self.config
         mask_hw = tuple(cfg.MINI_MASK_SHAPE) if cfg.USE_MINI_MASK else tuple(cfg.IMAGE_SHAPE[:2])
-        return (tuple(cfg.IMAGE_SHAPE), (cfg.IMAGE_META_SIZE,), (self.anchors.shape[0], 1),
+        return (tuple(cfg.IMAGE_SHAPE), (cfg.IMAGE_META_SIZE,), (self.anchors.shape[0],),
                 (cfg.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), (cfg.MAX_GT_INSTANCES,), (cfg.MAX_GT_INSTANCES, 4),
                 mask_hw + (cfg.MAX_GT_INSTANCES,))
 
     @staticmethod
     def _dtypes():
-        return (tf.float32, tf.float32, tf.int32, tf.float32, tf.int32, tf.int32, tf.bool)
+        return (tf.uint8, tf.float32, tf.int8, tf.float32, tf.int32, tf.int32, tf.bool)
 
     # ----------------------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -162,21 +220,57 @@ class InputPipeline:
             return np.random.permutation(ids)
         return np.random.RandomState((self.seed * 1_000_003 + epoch) % (2 ** 32)).permutation(ids)
 
-    def _schedule(self, first_epoch: int, epochs: Optional[int], shard: Optional[Tuple[int, int, int]] = None):
-        index, count, global_batch = shard or (0, 1, 1)
-        epoch = first_epoch
-        served = -1  # index in the whole stream: global batches run across epochs
-        while epochs is None or epoch < first_epoch + epochs:
-            for pos, image_id in enumerate(self.order(epoch)):
-                served += 1
-                if (served % global_batch) * count // global_batch != index:
-                    continue  # another worker's part of this global batch
-                if self.seed is None:
-                    sample_seed = -1
-                else:
-                    sample_seed = (self.seed * 7_919 + epoch * 1_000_003 + pos) % (2 ** 31)
-                yield int(image_id), sample_seed
-            epoch += 1
+    def _fetcher(self, first_epoch: int, pool):
+        """The function ``tf.numpy_function`` calls with a stream position (int64).
+
+        Position ``s`` is image ``s % n`` of epoch ``first_epoch + s // n`` in that epoch's
+        order; its seed is ``(seed * 7919 + epoch * 1000003 + position) mod 2**31``.
+        """
+        n = len(self.dataset.image_ids)
+        orders: dict = {}
+        orders_lock = threading.Lock()
+
+        def fetch(s):
+            s = int(s)
+            epoch, pos = first_epoch + s // n, s % n
+            with orders_lock:  # one order per epoch of this stream, also when unseeded
+                order = orders.get(epoch)
+                if order is None:
+                    order = orders[epoch] = self.order(epoch)
+                    for old in [e for e in orders if e < epoch - 2]:
+                        del orders[old]
+            image_id = int(order[pos])
+            seed = -1 if self.seed is None else (self.seed * 7_919 + epoch * 1_000_003 + pos) % (2 ** 31)
+            with self._lock:
+                if self._closed:
+                    return self._closed_result(image_id)
+                self._in_flight += 1
+            try:
+                self._local.pool = pool
+                return self.sample(image_id, seed)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        return fetch
+
+    def _closed_result(self, image_id: int):
+        return self._empty() + (np.int32(STATUS_CLOSED), np.int64(image_id), b"closed")
+
+    def workers_for(self, num_parallel_calls) -> Tuple[int, Optional[object]]:
+        """``(map parallelism, pool or None)`` for a ``num_parallel_calls`` request.
+
+        With processes the pool (shared per dataset) may hold up to all cores; the number of
+        requests in flight, ``num_parallel_calls`` capped at the cores (AUTOTUNE = all cores),
+        is the number of processes at work.
+        """
+        cores = host_cores()
+        if self.worker_mode != "thread":
+            pool = self._pool(cores)
+            if pool is not None:
+                wanted = cores if num_parallel_calls in (None, tf.data.AUTOTUNE) else int(num_parallel_calls)
+                return max(1, min(wanted, cores)), pool
+        return (num_parallel_calls if num_parallel_calls is not None else tf.data.AUTOTUNE), None
 
     def dataset_fn(self, batch_size: Optional[int] = None, first_epoch: int = 0, epochs: Optional[int] = None,
                    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE, prefetch: int = tf.data.AUTOTUNE,
@@ -188,11 +282,17 @@ class InputPipeline:
             batch_size: default ``config.BATCH_SIZE`` (the global batch under a strategy).
             first_epoch: epoch number of the first image order (to resume mid-schedule).
             epochs: number of passes; None repeats forever (Keras ``steps_per_epoch`` cuts epochs).
+            num_parallel_calls: workers: processes (``worker_mode`` process/auto; at most the
+                host's cores; AUTOTUNE = all cores) or ``tf.data`` threads (thread mode).
             shard: ``(index, count)``: this is input pipeline ``index`` of ``count`` (one per
                 worker). Each global batch of ``batch_size`` images in the seeded order is cut
                 into ``count`` consecutive parts and only part ``index`` is loaded, batched by
                 ``batch_size // count``; together the pipelines load every image once, in the
                 global batches one pipeline would make (as long as none is skipped).
+        Returns:
+            Elements ``((image [B, H, W, 3] float32 molded, image_meta [B, META] float32,
+            rpn_match [B, A, 1] int32, rpn_bbox [B, R, 4] float32, gt_class_ids [B, G] int32,
+            gt_boxes [B, G, 4] int32, gt_masks [B, h, w, G] bool),)``.
         """
         batch_size = batch_size or self.config.BATCH_SIZE
         shard_spec = None
@@ -204,36 +304,86 @@ class InputPipeline:
             if count > 1:
                 shard_spec = (index, count, batch_size)
                 batch_size //= count
-        schedule = tf.data.Dataset.from_generator(
-            lambda: self._schedule(first_epoch, epochs, shard_spec),
-            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
-        shapes = self._shapes()
-        dtypes = self._dtypes()
+        n = len(self.dataset.image_ids)
+        # The schedule is a TF counter (no Python generator to tear down); the fetch maps a
+        # position to its image and seed.
+        positions = tf.data.Dataset.range(epochs * n if epochs is not None else 2 ** 62)
+        if shard_spec is not None:
+            index, count, global_batch = shard_spec
+            positions = positions.filter(lambda s: (s % global_batch) * count // global_batch == index)
+        calls, pool = self.workers_for(num_parallel_calls)
+        fetch = self._fetcher(first_epoch, pool)
+        shapes = list(self._shapes()) + [(), (), ()]
+        dtypes = list(self._dtypes()) + [tf.int32, tf.int64, tf.string]
 
-        def load(image_id, sample_seed):
-            out = tf.numpy_function(self.sample, [image_id, sample_seed], list(dtypes) + [tf.int32],
-                                    stateful=True, name="load_sample")
-            for t, s in zip(out, list(shapes) + [()]):
-                t.set_shape(s)
-            return (image_id,) + tuple(out)
+        def load(s):
+            out = tf.numpy_function(fetch, [s], dtypes, stateful=True, name="load_sample")
+            for t, shape in zip(out, shapes):
+                t.set_shape(shape)
+            return tuple(out)
 
-        def check(image_id, *x):
-            keep = tf.numpy_function(self._check, [image_id, x[-1]], tf.bool, stateful=True,
-                                     name="check_sample")
-            keep.set_shape(())
-            return x[:-1] + (keep,)
+        max_errors = int(self.max_errors)
 
-        ds = schedule.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-        ds = ds.map(check)  # sequential on purpose: see _check
-        ds = ds.filter(lambda *x: x[-1])
-        ds = ds.map(lambda *x: (tuple(x[:-1]),))
+        def count_failures(run, x):
+            # Sequential, in stream order: "in a row" means in the order of the schedule.
+            status, message = x[7], x[9]
+            run = tf.where(status == STATUS_ERROR, run + 1, tf.where(status == STATUS_OK, 0, run))
+            text = tf.strings.join([tf.strings.as_string(run), " images in a row failed to load; last was ",
+                                    message])
+            check = tf.debugging.Assert(run <= max_errors, [text], summarize=1)
+            with tf.control_dependencies([check]):
+                run = tf.identity(run)
+            return run, x
+
+        mean = tf.constant(np.asarray(self.config.MEAN_PIXEL, dtype=np.float64))
+
+        def mold(*x):
+            # Matterport's mold_image: float64 difference, stored as float32 (bit-identical).
+            image = tf.cast(tf.cast(x[0], tf.float64) - mean, tf.float32)
+            match = tf.cast(x[2], tf.int32)[..., None]
+            return ((image, x[1], match) + tuple(x[3:7]),)
+
+        ds = positions.map(load, num_parallel_calls=calls, deterministic=True)
+        ds = ds.take_while(lambda *x: x[7] != STATUS_CLOSED)
+        ds = ds.scan(tf.constant(0, tf.int32), count_failures)
+        ds = ds.filter(lambda *x: x[7] == STATUS_OK)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(mold)
         return ds.prefetch(prefetch)
 
 
+def distribute(dataset: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None,
+               buffer_size: int = 2):
+    """Batches of ``dataset`` delivered onto the accelerator(s) ahead of the step.
+
+    With a ``strategy`` (e.g. ``MirroredStrategy``): the strategy's distributed dataset, which
+    splits each global batch between the replicas and prefetches every replica's part onto its
+    device (``experimental_fetch_to_device``, ``buffer_size`` batches per replica); Keras
+    ``fit`` does the same with a plain dataset under a strategy scope. Without a strategy and
+    with a GPU: ``prefetch_to_device`` onto the first GPU. Otherwise the dataset itself.
+    """
+    if strategy is not None:
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=True,
+                                             experimental_per_replica_buffer_size=int(buffer_size))
+        return strategy.experimental_distribute_dataset(dataset, options)
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return dataset.apply(tf.data.experimental.prefetch_to_device(gpus[0].name, buffer_size=int(buffer_size)))
+    return dataset
+
+
 def build_dataset(dataset, config, shuffle: bool = True, augmentation=None, seed: Optional[int] = None,
-                  batch_size: Optional[int] = None, no_augmentation_sources=None, **kwargs) -> tf.data.Dataset:
+                  batch_size: Optional[int] = None, no_augmentation_sources=None, worker_mode: str = "auto",
+                  **kwargs) -> tf.data.Dataset:
     """Shortcut: ``InputPipeline(...).dataset_fn(...)``."""
     pipe = InputPipeline(dataset, config, shuffle=shuffle, augmentation=augmentation,
-                         no_augmentation_sources=no_augmentation_sources, seed=seed)
+                         no_augmentation_sources=no_augmentation_sources, seed=seed, worker_mode=worker_mode)
     return pipe.dataset_fn(batch_size=batch_size, **kwargs)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Before the interpreter finalises: no fetch may be in flight when iterators are destroyed."""
+    for pipe in list(_LIVE):
+        pipe.close()
+    shutdown_pools()

@@ -1,0 +1,219 @@
+"""The per-sample work of the training pipeline and the worker processes that run it.
+
+Nothing here imports TensorFlow: a worker process only needs numpy, the user's ``Dataset``
+and the fast path of :mod:`mrcnn.data.fast`.
+
+Why processes: the per-image work (``load_image``/``load_mask``, resizes, augmentation,
+RPN targets) is Python and numpy code that holds the GIL for much of its time, so threads
+inside ``tf.data`` scale to about 1.4x on two cores. Each worker process has its own GIL;
+the ``tf.data`` thread that asked for a sample only waits for it (no GIL held) and receives
+~3.5 MB (uint8 image, int8 anchor labels, mini masks). A ``Dataset`` (or config or
+augmentation) that cannot be pickled cannot be sent to a process: :func:`make_pool` says so
+and the pipeline runs the same :class:`SampleMaker` in its own threads instead.
+
+Determinism does not depend on where a sample is made: every random choice of a sample
+comes from its ``sample_seed`` (see :mod:`mrcnn.data.pipeline`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import pickle
+import random
+import sys
+import threading
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from typing import Optional
+
+import numpy as np
+
+from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
+from mrcnn.data.augment import apply_numpy2_shim
+from mrcnn.data.fast import load_image_gt_fast
+from mrcnn.data.loader import _reference
+from mrcnn.data.targets import build_rpn_targets
+from mrcnn.data.validate import SampleError
+
+logger = logging.getLogger("mrcnn.data")
+
+STATUS_OK, STATUS_SKIP, STATUS_ERROR, STATUS_CLOSED = 0, 1, 2, 3
+
+
+class SampleMaker:
+    """Makes one training sample from ``(image_id, sample_seed)``; picklable if its parts are.
+
+    The result is ``(arrays, status, message, strict_error)``:
+
+    * ``arrays``: ``(image [H, W, 3] uint8 (not molded), image_meta [META] float32,
+      rpn_match [A] int8, rpn_bbox [RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32,
+      gt_class_ids [MAX_GT] int32, gt_boxes [MAX_GT, 4] int32 pixel (y1, x1, y2, x2),
+      gt_masks [h, w, MAX_GT] bool)``, or None when the status is not ``STATUS_OK``;
+    * ``message``: for a skip/error, what happened, naming the image id and its path;
+    * ``strict_error``: the :class:`SampleError` to raise as itself under
+      ``config.STRICT_DATA_CHECKS`` (else None).
+
+    It logs and counts nothing: that happens once, in the process that owns the pipeline.
+    """
+
+    def __init__(self, dataset, config, augmentation=None, no_augmentation_sources=()):
+        self.dataset = dataset
+        self.config = config
+        self.augmentation = augmentation
+        self.no_aug = set(no_augmentation_sources or ())
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_cached")}
+        state["config"] = _config_values(self.config)
+        return state
+
+    def _anchors(self):
+        # Built lazily (and per process): not part of what is pickled.
+        if getattr(self, "_cached_anchors", None) is None:
+            shape = self.config.IMAGE_SHAPE
+            self._cached_anchors = (get_pixel_anchors(self.config, shape), get_anchor_index(self.config, shape))
+        return self._cached_anchors
+
+    def __call__(self, image_id: int, sample_seed: int):
+        cfg = self.config
+        image_id, sample_seed = int(image_id), int(sample_seed)
+        rng = np.random.RandomState(sample_seed % (2 ** 32)) if sample_seed >= 0 else np.random
+        py_rng = random.Random(sample_seed) if sample_seed >= 0 else None
+        try:
+            source = self.dataset.image_info[image_id]["source"]
+            aug = None if source in self.no_aug else self.augmentation
+            image, meta, class_ids, boxes, masks = load_image_gt_fast(
+                self.dataset, cfg, image_id, augmentation=aug, use_mini_mask=cfg.USE_MINI_MASK,
+                rng=py_rng, augment_seed=sample_seed if sample_seed >= 0 else None)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported with the image and counted
+            strict = isinstance(exc, SampleError) and getattr(cfg, "STRICT_DATA_CHECKS", False)
+            message = f"image id {image_id} ({_reference(self.dataset, image_id)}): {type(exc).__name__}: {exc}"
+            return None, STATUS_ERROR, message, (exc if strict else None)
+        if not np.any(class_ids > 0):
+            return None, STATUS_SKIP, "no instances", None
+
+        anchors, index = self._anchors()
+        rpn_match, rpn_bbox = build_rpn_targets(image.shape, anchors, class_ids, boxes, cfg, rng=rng,
+                                                anchor_index=index)
+        if boxes.shape[0] > cfg.MAX_GT_INSTANCES:
+            ids = rng.choice(np.arange(boxes.shape[0]), cfg.MAX_GT_INSTANCES, replace=False)
+            class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
+        n = boxes.shape[0]
+        gt_class_ids = np.zeros([cfg.MAX_GT_INSTANCES], np.int32)
+        gt_boxes = np.zeros([cfg.MAX_GT_INSTANCES, 4], np.int32)
+        gt_masks = np.zeros(masks.shape[:2] + (cfg.MAX_GT_INSTANCES,), bool)
+        gt_class_ids[:n] = class_ids
+        gt_boxes[:n] = boxes
+        gt_masks[:, :, :n] = masks
+        arrays = (np.ascontiguousarray(image, dtype=np.uint8), meta.astype(np.float32),
+                  rpn_match.astype(np.int8), rpn_bbox.astype(np.float32), gt_class_ids, gt_boxes, gt_masks)
+        return arrays, STATUS_OK, "", None
+
+
+def _config_values(config):
+    """A plain :class:`mrcnn.config.Config` holding ``config``'s values (derived ones included).
+
+    The maker reads only attribute values; sending them instead of the user's subclass
+    spares each worker from importing the module that defines it (often a training script
+    that imports TensorFlow). Anything that is not a plain Config is sent as it is.
+    """
+    from mrcnn.config import Config
+    if not isinstance(config, Config) or not hasattr(config, "to_dict"):
+        return config
+    plain = Config.__new__(Config)
+    plain.__dict__.update(config.to_dict())
+    return plain
+
+
+# ------------------------------------------------------------------------------ worker side
+_MAKER: Optional[SampleMaker] = None
+
+
+def _init_worker(payload: bytes) -> None:
+    global _MAKER
+    # One numpy/BLAS thread per worker process: the parallelism is the processes.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    # An imgaug augmenter unpickles by importing imgaug, which needs NumPy 2's removed aliases.
+    apply_numpy2_shim()
+    _MAKER = pickle.loads(payload)
+
+
+def _run(image_id: int, sample_seed: int):
+    return _MAKER(image_id, sample_seed)
+
+
+# ------------------------------------------------------------------------------ owner side
+class PoolUnavailable(RuntimeError):
+    """The sample maker cannot be sent to worker processes (the message says why)."""
+
+
+_POOLS: "OrderedDict[tuple, ProcessPoolExecutor]" = OrderedDict()
+_POOLS_LOCK = threading.Lock()
+MAX_POOLS = 4  # e.g. train + validation pipelines, with room for a change of worker count
+
+
+def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
+    """A pool of ``processes`` spawned workers, each holding a copy of ``maker``.
+
+    ``spawn`` (not ``fork``): the owner runs TensorFlow threads, which a forked child would
+    inherit in an undefined state. Pools are shared by pipelines whose makers pickle to the
+    same bytes (the same dataset, config and augmentation), so building several streams of
+    one dataset starts its workers once; the least recently used of more than
+    :data:`MAX_POOLS` pools is shut down. Raises :class:`PoolUnavailable` when ``maker``
+    (the user's ``Dataset``, config or augmentation) cannot be pickled.
+    """
+    try:
+        payload = pickle.dumps(maker, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means no processes
+        raise PoolUnavailable(
+            f"cannot send the dataset to worker processes ({type(exc).__name__}: {exc}); loading in "
+            f"threads instead, which scale less because of the GIL. Make the Dataset subclass (and config, "
+            f"augmentation) picklable - defined at module level, no lambdas or open handles as attributes - "
+            f"or pass worker_mode='thread' to silence this") from exc
+    main = sys.modules.get("__main__")
+    if b"__main__" in payload and not getattr(main, "__file__", None):
+        # A class defined in a notebook or an interactive session pickles by reference to
+        # __main__, which a spawned worker cannot import.
+        raise PoolUnavailable(
+            "the dataset, config or augmentation uses a class defined interactively (in __main__ of a "
+            "notebook or REPL), which worker processes cannot import; loading in threads instead, which scale "
+            "less because of the GIL. Move the class to a .py module to use worker processes, or pass "
+            "worker_mode='thread' to silence this")
+    key = (hashlib.sha256(payload).hexdigest(), max(1, int(processes)))
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is not None and not getattr(pool, "_broken", False) and not getattr(pool, "_shutdown_thread", False):
+            _POOLS.move_to_end(key)
+            return pool
+        pool = ProcessPoolExecutor(max_workers=key[1], mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(payload,))
+        _POOLS[key] = pool
+        while len(_POOLS) > MAX_POOLS:
+            _, old = _POOLS.popitem(last=False)
+            old.shutdown(wait=False, cancel_futures=True)
+        return pool
+
+
+def shutdown_pools() -> None:
+    """Stops every worker process (pipelines started later spawn new ones)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int):
+    return pool.submit(_run, int(image_id), int(sample_seed))
+
+
+def host_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+

@@ -56,6 +56,49 @@ def _batch_gather(x, indices):
     return ops.take(flat, ops.cast(indices, "int32") + offsets, axis=0)
 
 
+def _mix32(x):
+    """An invertible avalanche of uint32 values (the "lowbias32" xor-shift-multiply mix)."""
+    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
+    x = ops.multiply(x, ops.convert_to_tensor(np.uint32(0x7FEB352D)))
+    x = ops.bitwise_xor(x, ops.right_shift(x, 15))
+    x = ops.multiply(x, ops.convert_to_tensor(np.uint32(0x846CA68B)))
+    return ops.bitwise_xor(x, ops.right_shift(x, 16))
+
+
+def _uniform_keys(shape, seed):
+    """Uniform [0, 1) float32 keys ``shape`` for the random draws.
+
+    Args:
+        shape: e.g. ``(B, N)``.
+        seed: a ``keras.random.SeedGenerator`` (advanced by one), an int, or None.
+
+    A counter-based hash of (seed, position) in integer keras.ops, not
+    ``keras.random.uniform``: TF's stateless generators give other numbers under
+    XLA than in the CPU kernels (even with ``alg="philox"``), so the same seed drew
+    other ROIs with ``jit_compile=True``; the hash gives the same keys with and
+    without XLA and on every backend.
+    """
+    if seed is None:
+        # The unseeded one-image helper: a fresh seed per Python call (fixed once traced).
+        seed = np.array([np.random.randint(2 ** 31 - 2), 0], np.int64)
+    elif isinstance(seed, keras.random.SeedGenerator):
+        seed = seed.next()
+    else:
+        seed = np.array([int(seed), 0], np.int64)
+    # Same int32 reduction of the generator's state as keras' TF backend.
+    seed = ops.cast(ops.mod(ops.cast(seed, "int64"), 2 ** 31 - 2), "uint32")
+    count = 1
+    for size in shape:
+        count = count * size
+    position = ops.reshape(ops.cast(ops.arange(count), "uint32"), shape)
+    # Both seed words mixed first, so nearby seeds give unrelated streams.
+    key0 = _mix32(seed[0])
+    key1 = _mix32(seed[1] + ops.convert_to_tensor(np.uint32(0x9E3779B9)))
+    bits = _mix32(_mix32(ops.bitwise_xor(position, key0)) + key1)
+    # The top 24 bits: exactly representable, so keys < 1.
+    return ops.cast(ops.right_shift(bits, 8), "float32") * np.float32(2.0 ** -24)
+
+
 def _non_zero_rows(boxes):
     """``[B, K]`` True where a ``[B, K, 4]`` box is not all-zero padding."""
     return ops.sum(ops.abs(boxes), axis=-1) > 0
@@ -231,14 +274,7 @@ def detection_targets_graph(proposals: Any, gt_class_ids: Any, gt_boxes: Any,
     settings = _target_settings(config, None, None, None, None, None)
     proposals = ops.convert_to_tensor(proposals, "float32")
     shape = (_dim(proposals, 0),)
-    if seed is None:
-        # The layer draws from its SeedGenerator; this one-image helper keeps
-        # Matterport's unseeded behaviour with TF's global stateful generator
-        # (keras.random with seed=None would create a variable inside tf.function).
-        import tensorflow as tf
-        keys = tf.random.uniform(shape)
-    else:
-        keys = keras.random.uniform(shape, seed=int(seed))  # stateless: TF's seed [seed, 0]
+    keys = _uniform_keys(shape, None if seed is None else int(seed))
     outputs = detection_targets_batch(proposals[None], ops.convert_to_tensor(gt_class_ids)[None],
                                       ops.convert_to_tensor(gt_boxes)[None],
                                       ops.convert_to_tensor(gt_masks)[None], keys[None],
@@ -306,7 +342,7 @@ class DetectionTargetLayer(keras.layers.Layer):
     def call(self, inputs):
         self._check_inputs(inputs)
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
-        keys = keras.random.uniform((_dim(proposals, 0), _dim(proposals, 1)), seed=self.seed_generator)
+        keys = _uniform_keys((_dim(proposals, 0), _dim(proposals, 1)), self.seed_generator)
         return list(detection_targets_batch(proposals, gt_class_ids, gt_boxes, gt_masks, keys,
                                             **self._settings))
 

@@ -19,6 +19,10 @@ output; here ``TRAIN_ROIS_PER_IMAGE - int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RA
 negatives are drawn instead, so the classifier still learns background.
 The random draws differ from Matterport's ``tf.random_shuffle``; counts and
 targets follow the same rules.
+
+Every output has a static shape (``top_k`` over random keys instead of
+shuffles of data-dependent selections, index arithmetic instead of boolean
+masks), so the layer compiles with XLA; it is written in ``keras.ops``.
 """
 from __future__ import annotations
 

@@ -450,8 +450,9 @@ class MaskRCNN(object):
         Args:
             jit_compile: compile the whole training step (forward, losses,
                 gradients, update) with XLA. The graph has static shapes, so
-                it compiles; off by default because on a CPU XLA's convolutions
-                are slower than oneDNN's (``benchmarks/train.py``).
+                it compiles; off by default because on this project's 2-core
+                CPU the compiled step is slower than TF's oneDNN kernels
+                (``benchmarks/train.py``).
         """
         if self.mode != "training":
             raise ValueError("compile() needs a model built in 'training' mode")

@@ -62,9 +62,10 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             training graph has static shapes. ``"autoclustering"`` instead lets
             TensorFlow's auto-clustering compile the parts it picks. Off by default: on
             this 2-core CPU the compiled step was slower than the oneDNN one (1.9x the
-            time for R50 at 128 px, 3.6x for the compact demo model, ``benchmarks/train.py``) and takes 1-2 minutes to compile;
-            measure it on your GPU before turning it on. Losses match the uncompiled step
-            to float32 noise (same ROI draws with a seed).
+            time for R50 at 128 px, 3.6x for the compact demo model,
+            ``benchmarks/train.py``) and takes 1-3 minutes to compile; measure it on
+            your GPU before turning it on. Losses match the uncompiled step to float32
+            noise (same ROI draws with a seed).
         keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest
             validation loss (train loss without validation); older ones are deleted.
             Default ``config.CHECKPOINTS_KEEP``, whose default None keeps all (Matterport).

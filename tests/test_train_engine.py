@@ -233,8 +233,25 @@ def test_xla_autoclustering_trains_and_restores_the_setting(tmp_path):
     model = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
     assert not tf.config.optimizer.get_jit()
     history = model.train(train_ds, None, learning_rate=0.01, epochs=1, layers="all", seed=0,
-                          verbose=0, xla=True)
+                          verbose=0, xla="autoclustering")
+    assert model.keras_model.jit_compile is False
     assert np.isfinite(history.history["loss"]).all()
     assert model.epoch == 1 and os.path.isfile(os.path.join(model.log_dir, "mask_rcnn_tiny_0001.h5"))
     assert not tf.config.optimizer.get_jit()  # back to the default for later functions
     assert "--tf_xla_cpu_global_jit" in os.environ["TF_XLA_FLAGS"]
+
+
+@pytest.mark.slow
+def test_xla_true_compiles_the_whole_step_also_in_mixed_precision(tmp_path):
+    import tensorflow as tf
+    train_ds, _ = tiny_datasets()
+    for policy in (None, "mixed_bfloat16"):
+        cfg = type("Cfg", (TinyConfig,), {"MIXED_PRECISION": policy})()
+        model = modellib.MaskRCNN("training", cfg, str(tmp_path / str(policy)))
+        history = model.train(train_ds, None, learning_rate=0.01, epochs=1, layers="all", seed=0,
+                              verbose=0, xla=True)
+        assert model.keras_model.jit_compile is True
+        assert np.isfinite(history.history["loss"]).all()
+        assert not tf.config.optimizer.get_jit()  # no auto-clustering turned on
+    with pytest.raises(ValueError, match="xla must be"):
+        model.train(train_ds, None, learning_rate=0.01, epochs=2, layers="all", xla="yes")

@@ -39,7 +39,7 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
           steps_per_epoch: Optional[int] = None, validation_steps: Optional[int] = None,
           verbose: int = 1, tensorboard: Optional[bool] = None,
           optimizer: Optional[keras.optimizers.Optimizer] = None,
-          xla: bool = False, keep: Optional[int] = None) -> keras.callbacks.History:
+          xla=False, keep: Optional[int] = None) -> keras.callbacks.History:
     """Train ``model`` (a training-mode :class:`mrcnn.model.MaskRCNN`).
 
     Args:
@@ -57,13 +57,15 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             ``tensorboard`` package is installed, which requirements.txt does).
         optimizer: a Keras optimizer to use instead of Matterport's SGD (e.g. Adam when
             training from scratch); ``learning_rate`` is then ignored.
-        xla: compile with XLA what XLA can compile. The whole step cannot be
-            (``jit_compile=True`` fails: CropAndResize, used by ROIAlign and the mask
-            targets, has no XLA kernel), so this turns on TensorFlow's auto-clustering for
-            the run: XLA takes the clusters of ops it supports and the rest runs as usual.
-            Off by default: on this 2-core CPU the demo's step was 1.0-1.24x as fast with
-            it (``benchmarks/train.py --xla``) after a longer first compile; measure it on
-            your GPU before relying on it.
+        xla: ``True`` compiles the whole training step (forward pass, losses, gradients
+            and the SGD update) with XLA (Keras ``jit_compile=True``): every layer of the
+            training graph has static shapes. ``"autoclustering"`` instead lets
+            TensorFlow's auto-clustering compile the parts it picks. Off by default: on
+            this 2-core CPU the compiled step was slower than the oneDNN one (1.1-2.4x
+            the time for R50 at 128 px and R101 at 512 px, 3.6x for the compact demo
+            model, ``benchmarks/train.py``) and takes 1-4 minutes to compile; measure it on
+            your GPU before turning it on. Losses match the uncompiled step to float32
+            noise (same ROI draws with a seed).
         keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest
             validation loss (train loss without validation); older ones are deleted.
             Default ``config.CHECKPOINTS_KEEP``, whose default None keeps all (Matterport).
@@ -135,12 +137,13 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
                                              global_clipnorm=config.GRADIENT_CLIP_NORM)
         if optimizer is not None and replicas > 1:
             clip_summed_gradients(optimizer, replicas)
+        jit_compile, autocluster = _xla_mode(xla)
         if optimizer is None:
-            model.compile(learning_rate, config.LEARNING_MOMENTUM)
+            model.compile(learning_rate, config.LEARNING_MOMENTUM, jit_compile=jit_compile)
         else:
-            model.keras_model.compile(optimizer=optimizer, jit_compile=False)
+            model.keras_model.compile(optimizer=optimizer, jit_compile=jit_compile)
 
-    with xla_autoclustering(xla), _strict_errors_unwrapped(train_pipe, val_pipe):
+    with xla_autoclustering(autocluster), _strict_errors_unwrapped(train_pipe, val_pipe):
         history = model.keras_model.fit(
             train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
             callbacks=callbacks, validation_data=val_ds,
@@ -154,6 +157,17 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
     model.epoch = max(model.epoch, epochs)
     return history
+
+
+def _xla_mode(xla) -> tuple:
+    """``train(xla=...)`` as ``(jit_compile, autoclustering)``."""
+    if xla is None or xla is False:
+        return False, False
+    if xla is True:
+        return True, False
+    if isinstance(xla, str) and xla.lower() in ("autoclustering", "autocluster", "auto"):
+        return False, True
+    raise ValueError(f"xla must be False, True or 'autoclustering', got {xla!r}")
 
 
 def _tensorboard_available() -> bool:

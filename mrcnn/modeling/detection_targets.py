@@ -19,13 +19,18 @@ output; here ``TRAIN_ROIS_PER_IMAGE - int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RA
 negatives are drawn instead, so the classifier still learns background.
 The random draws differ from Matterport's ``tf.random_shuffle``; counts and
 targets follow the same rules.
+
+Every output has a static shape (``top_k`` over random keys instead of
+shuffles of data-dependent selections, index arithmetic instead of boolean
+masks), so the layer compiles with XLA; it is written in ``keras.ops``.
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mrcnn.modeling.graph_ops import box_refinement_graph, config_value, overlaps_graph
 from mrcnn.modeling.roi_align import crop_and_resize
@@ -37,23 +42,84 @@ _CROWD_IOU = 0.001
 _UNIT_BOX = (0.0, 0.0, 1.0, 1.0)
 
 
-def _non_zero_rows(boxes: tf.Tensor) -> tf.Tensor:
+def _dim(x, axis: int):
+    """Static size of ``x`` on ``axis`` when known, else the runtime one."""
+    size = x.shape[axis]
+    return int(size) if size is not None else ops.shape(x)[axis]
+
+
+def _batch_gather(x, indices):
+    """``x[b, indices[b, j]]`` for ``x [B, N, ...]`` and int ``indices [B, K]`` -> ``[B, K, ...]``.
+
+    A row gather on the flattened batch (tf.gather with batch_dims=1); the output
+    shape is the indices' shape, never data-dependent.
+    """
+    batch, rows = _dim(x, 0), _dim(x, 1)
+    flat = ops.reshape(x, [-1] + [_dim(x, i) for i in range(2, len(x.shape))])
+    offsets = ops.arange(batch, dtype="int32")[:, None] * rows
+    return ops.take(flat, ops.cast(indices, "int32") + offsets, axis=0)
+
+
+def _mix32(x):
+    """An invertible avalanche of uint32 values (the "lowbias32" xor-shift-multiply mix)."""
+    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
+    x = ops.multiply(x, ops.convert_to_tensor(np.uint32(0x7FEB352D)))
+    x = ops.bitwise_xor(x, ops.right_shift(x, 15))
+    x = ops.multiply(x, ops.convert_to_tensor(np.uint32(0x846CA68B)))
+    return ops.bitwise_xor(x, ops.right_shift(x, 16))
+
+
+def _uniform_keys(shape, seed):
+    """Uniform [0, 1) float32 keys ``shape`` for the random draws.
+
+    Args:
+        shape: e.g. ``(B, N)``.
+        seed: a ``keras.random.SeedGenerator`` (advanced by one), an int, or None.
+
+    A counter-based hash of (seed, position) in integer keras.ops, not
+    ``keras.random.uniform``: TF's stateless generators give other numbers under
+    XLA than in the CPU kernels (even with ``alg="philox"``), so the same seed drew
+    other ROIs with ``jit_compile=True``; the hash gives the same keys with and
+    without XLA and on every backend.
+    """
+    if seed is None:
+        # The unseeded one-image helper: a fresh seed per Python call (fixed once traced).
+        seed = np.array([np.random.randint(2 ** 31 - 2), 0], np.int64)
+    elif isinstance(seed, keras.random.SeedGenerator):
+        seed = seed.next()
+    else:
+        seed = np.array([int(seed), 0], np.int64)
+    # Same int32 reduction of the generator's state as keras' TF backend.
+    seed = ops.cast(ops.mod(ops.cast(seed, "int64"), 2 ** 31 - 2), "uint32")
+    count = 1
+    for size in shape:
+        count = count * size
+    position = ops.reshape(ops.cast(ops.arange(count), "uint32"), shape)
+    # Both seed words mixed first, so nearby seeds give unrelated streams.
+    key0 = _mix32(seed[0])
+    key1 = _mix32(seed[1] + ops.convert_to_tensor(np.uint32(0x9E3779B9)))
+    bits = _mix32(_mix32(ops.bitwise_xor(position, key0)) + key1)
+    # The top 24 bits: exactly representable, so keys < 1.
+    return ops.cast(ops.right_shift(bits, 8), "float32") * np.float32(2.0 ** -24)
+
+
+def _non_zero_rows(boxes):
     """``[B, K]`` True where a ``[B, K, 4]`` box is not all-zero padding."""
-    return tf.reduce_sum(tf.abs(boxes), axis=-1) > 0
+    return ops.sum(ops.abs(boxes), axis=-1) > 0
 
 
-def _masked_max_iou(overlaps: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
+def _masked_max_iou(overlaps, columns):
     """Max IoU over the GT columns selected by ``columns`` ([B, G]); -1 where none."""
-    return tf.reduce_max(tf.where(columns[:, tf.newaxis, :], overlaps, -1.0), axis=2)
+    return ops.max(ops.where(columns[:, None, :], overlaps, -1.0), axis=2)
 
 
-def _random_order(candidates: tf.Tensor, keys: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+def _random_order(candidates, keys, k: int):
     """Indices ``[B, k]`` listing the True entries of ``candidates`` first, in random order."""
-    return tf.math.top_k(tf.where(candidates, keys, -1.0), k=k, sorted=True).indices
+    return ops.top_k(ops.where(candidates, keys, -1.0), k=k, sorted=True)[1]
 
 
-def _mask_targets(gt_masks: tf.Tensor, rois: tf.Tensor, roi_gt_boxes: tf.Tensor,
-                  assignment: tf.Tensor, mask_shape: Sequence[int], use_mini_mask: bool) -> tf.Tensor:
+def _mask_targets(gt_masks, rois, roi_gt_boxes, assignment, mask_shape: Sequence[int],
+                  use_mini_mask: bool):
     """Crop each ROI's assigned GT mask to ``mask_shape``.
 
     Args:
@@ -64,32 +130,35 @@ def _mask_targets(gt_masks: tf.Tensor, rois: tf.Tensor, roi_gt_boxes: tf.Tensor,
     Returns:
         ``[B, R, mask_h, mask_w]`` float32 in {0, 1}.
     """
-    batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
-    num_gt = tf.shape(gt_masks)[3]
+    batch, num_rois = _dim(rois, 0), _dim(rois, 1)
+    height, width, num_gt = _dim(gt_masks, 1), _dim(gt_masks, 2), _dim(gt_masks, 3)
     # One single-channel image per (image, GT) pair for the crop.
-    images = tf.transpose(tf.cast(gt_masks, tf.float32), [0, 3, 1, 2])
-    images = tf.reshape(images, tf.concat([[-1], tf.shape(gt_masks)[1:3], [1]], axis=0))
-    box_ind = tf.range(batch)[:, tf.newaxis] * num_gt + tf.cast(assignment, tf.int32)
+    images = ops.transpose(ops.cast(gt_masks, "float32"), [0, 3, 1, 2])
+    images = ops.reshape(images, [-1, height, width, 1])
+    box_ind = ops.arange(batch, dtype="int32")[:, None] * num_gt + ops.cast(assignment, "int32")
     boxes = rois
     if use_mini_mask:
         # Mini masks cover only the GT box: express the ROI in that frame.
         y1, x1, y2, x2 = [rois[..., i] for i in range(4)]
         gy1, gx1, gy2, gx2 = [roi_gt_boxes[..., i] for i in range(4)]
         gt_h, gt_w = gy2 - gy1, gx2 - gx1
-        boxes = tf.stack([(y1 - gy1) / gt_h, (x1 - gx1) / gt_w,
-                          (y2 - gy1) / gt_h, (x2 - gx1) / gt_w], axis=-1)
-    masks = crop_and_resize(images, tf.reshape(boxes, [-1, 4]), tf.reshape(box_ind, [-1]),
+        boxes = ops.stack([(y1 - gy1) / gt_h, (x1 - gx1) / gt_w,
+                           (y2 - gy1) / gt_h, (x2 - gx1) / gt_w], axis=-1)
+    masks = crop_and_resize(images, ops.reshape(boxes, [-1, 4]), ops.reshape(box_ind, [-1]),
                             tuple(mask_shape))
-    masks = tf.round(masks[..., 0])
-    return tf.reshape(masks, tf.concat([[batch, num_rois], tf.shape(masks)[1:]], axis=0))
+    masks = ops.round(masks[..., 0])
+    return ops.reshape(masks, [batch, num_rois] + [int(v) for v in mask_shape])
 
 
-def detection_targets_batch(proposals: tf.Tensor, gt_class_ids: tf.Tensor, gt_boxes: tf.Tensor,
-                            gt_masks: tf.Tensor, random_keys: tf.Tensor, *,
+def detection_targets_batch(proposals, gt_class_ids, gt_boxes, gt_masks, random_keys, *,
                             train_rois_per_image: int, roi_positive_ratio: float,
                             bbox_std_dev: Sequence[float], mask_shape: Sequence[int],
-                            use_mini_mask: bool) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+                            use_mini_mask: bool) -> Tuple[Any, Any, Any, Any]:
     """Training targets for a batch (see the module docstring for the rules).
+
+    Every tensor has a static shape given the input shapes: the draws are
+    ``top_k`` over random keys and the rows are filled by index arithmetic,
+    so the layer compiles with XLA.
 
     Args:
         proposals: ``[B, N, 4]`` normalised ROIs, zero rows are padding.
@@ -109,75 +178,77 @@ def detection_targets_batch(proposals: tf.Tensor, gt_class_ids: tf.Tensor, gt_bo
     """
     num_rois = train_rois_per_image
     max_positives = int(train_rois_per_image * roi_positive_ratio)
-    proposals = tf.cast(proposals, tf.float32)
-    # One always-padding GT column keeps argmax/reduce_max defined when G == 0.
-    gt_boxes = tf.pad(tf.cast(gt_boxes, tf.float32), [(0, 0), (0, 1), (0, 0)])
-    gt_class_ids = tf.pad(tf.cast(gt_class_ids, tf.int32), [(0, 0), (0, 1)])
-    gt_masks = tf.pad(gt_masks, [(0, 0), (0, 0), (0, 0), (0, 1)])
+    proposals = ops.cast(proposals, "float32")
+    # One always-padding GT column keeps argmax/max defined when G == 0.
+    gt_boxes = ops.pad(ops.cast(gt_boxes, "float32"), [(0, 0), (0, 1), (0, 0)])
+    gt_class_ids = ops.pad(ops.cast(gt_class_ids, "int32"), [(0, 0), (0, 1)])
+    gt_masks = ops.pad(ops.cast(gt_masks, "float32"), [(0, 0), (0, 0), (0, 0), (0, 1)])
 
     valid_rois = _non_zero_rows(proposals)
     valid_gt = _non_zero_rows(gt_boxes)
-    crowd_gt = tf.logical_and(valid_gt, gt_class_ids < 0)
-    object_gt = tf.logical_and(valid_gt, gt_class_ids > 0)
+    crowd_gt = ops.logical_and(valid_gt, gt_class_ids < 0)
+    object_gt = ops.logical_and(valid_gt, gt_class_ids > 0)
 
     overlaps = overlaps_graph(proposals, gt_boxes)  # [B, N, G+1]
     # Zero-area pairs give 0/0; they overlap nothing.
-    overlaps = tf.where(tf.math.is_nan(overlaps), 0.0, overlaps)
+    overlaps = ops.where(ops.isnan(overlaps), 0.0, overlaps)
     roi_iou_max = _masked_max_iou(overlaps, object_gt)
     no_crowd = _masked_max_iou(overlaps, crowd_gt) < _CROWD_IOU
-    positive = tf.logical_and(valid_rois, roi_iou_max >= _POSITIVE_IOU)
-    negative = tf.logical_and(tf.logical_and(valid_rois, roi_iou_max < _POSITIVE_IOU), no_crowd)
+    positive = ops.logical_and(valid_rois, roi_iou_max >= _POSITIVE_IOU)
+    negative = ops.logical_and(ops.logical_and(valid_rois, roi_iou_max < _POSITIVE_IOU), no_crowd)
 
     # Counts per image, with Matterport's float32 arithmetic for the negatives.
-    num_pos = tf.minimum(tf.reduce_sum(tf.cast(positive, tf.int32), axis=1), max_positives)
-    ratio = tf.constant(1.0 / roi_positive_ratio, tf.float32)
-    neg_quota = tf.cast(ratio * tf.cast(num_pos, tf.float32), tf.int32) - num_pos
-    neg_quota = tf.where(num_pos > 0, neg_quota, num_rois - max_positives)
-    num_neg = tf.minimum(tf.reduce_sum(tf.cast(negative, tf.int32), axis=1), neg_quota)
-    num_neg = tf.minimum(num_neg, num_rois - num_pos)
+    num_pos = ops.minimum(ops.sum(ops.cast(positive, "int32"), axis=1), max_positives)
+    ratio = np.float32(1.0 / roi_positive_ratio)
+    neg_quota = ops.cast(ratio * ops.cast(num_pos, "float32"), "int32") - num_pos
+    neg_quota = ops.where(num_pos > 0, neg_quota, num_rois - max_positives)
+    num_neg = ops.minimum(ops.sum(ops.cast(negative, "int32"), axis=1), neg_quota)
+    num_neg = ops.minimum(num_neg, num_rois - num_pos)
 
-    k = tf.minimum(num_rois, tf.shape(proposals)[1])
+    num_proposals = proposals.shape[1]
+    if num_proposals is None:
+        raise ValueError("DetectionTargetLayer needs a static number of proposals, got "
+                         f"{proposals.shape}")
+    k = min(num_rois, int(num_proposals))
     pos_order = _random_order(positive, random_keys, k)
     neg_order = _random_order(negative, random_keys, k)
 
     # Output row j: j-th positive, else (j - P)-th negative, else padding.
-    row = tf.range(num_rois)[tf.newaxis, :]
-    is_pos = row < num_pos[:, tf.newaxis]
-    is_neg = tf.logical_and(tf.logical_not(is_pos), row < (num_pos + num_neg)[:, tf.newaxis])
-    batch_rows = tf.ones_like(num_pos)[:, tf.newaxis] * row
-    pos_src = tf.gather(pos_order, tf.minimum(batch_rows, k - 1), batch_dims=1)
-    neg_src = tf.gather(neg_order, tf.clip_by_value(batch_rows - num_pos[:, tf.newaxis], 0, k - 1),
-                        batch_dims=1)
-    src = tf.where(is_pos, pos_src, neg_src)
+    row = ops.arange(num_rois, dtype="int32")[None, :]
+    is_pos = row < num_pos[:, None]
+    is_neg = ops.logical_and(ops.logical_not(is_pos), row < (num_pos + num_neg)[:, None])
+    batch_rows = ops.ones_like(num_pos)[:, None] * row
+    pos_src = _batch_gather(pos_order, ops.minimum(batch_rows, k - 1))
+    neg_src = _batch_gather(neg_order, ops.clip(batch_rows - num_pos[:, None], 0, k - 1))
+    src = ops.where(is_pos, pos_src, neg_src)
 
-    used = tf.logical_or(is_pos, is_neg)[..., tf.newaxis]
-    rois = tf.where(used, tf.gather(proposals, src, batch_dims=1), 0.0)
+    used = ops.logical_or(is_pos, is_neg)[..., None]
+    rois = ops.where(used, _batch_gather(proposals, src), 0.0)
 
     # Positives come first, so the first max_positives rows hold all of them.
     head = max(max_positives, 1)
     pos_rows = is_pos[:, :head]
     pos_rois = rois[:, :head]
-    pos_overlaps = tf.where(object_gt[:, tf.newaxis, :],
-                            tf.gather(overlaps, src[:, :head], batch_dims=1), -1.0)
-    assignment = tf.argmax(pos_overlaps, axis=2, output_type=tf.int32)
-    roi_gt_boxes = tf.gather(gt_boxes, assignment, batch_dims=1)
-    roi_class_ids = tf.where(pos_rows, tf.gather(gt_class_ids, assignment, batch_dims=1), 0)
+    pos_overlaps = ops.where(object_gt[:, None, :], _batch_gather(overlaps, src[:, :head]), -1.0)
+    assignment = ops.cast(ops.argmax(pos_overlaps, axis=2), "int32")
+    roi_gt_boxes = _batch_gather(gt_boxes, assignment)
+    roi_class_ids = ops.where(pos_rows, _batch_gather(gt_class_ids, assignment), 0)
 
     # Unit boxes on non-positive rows keep log/divide finite; those rows are zeroed.
-    unit = tf.constant(_UNIT_BOX)
-    safe_rois = tf.where(pos_rows[..., tf.newaxis], pos_rois, unit)
-    safe_gt = tf.where(pos_rows[..., tf.newaxis], roi_gt_boxes, unit)
-    deltas = box_refinement_graph(safe_rois, safe_gt) / tf.constant(bbox_std_dev, tf.float32)
-    deltas = tf.where(pos_rows[..., tf.newaxis], deltas, 0.0)
+    unit = ops.convert_to_tensor(np.array(_UNIT_BOX, np.float32))
+    safe_rois = ops.where(pos_rows[..., None], pos_rois, unit)
+    safe_gt = ops.where(pos_rows[..., None], roi_gt_boxes, unit)
+    deltas = box_refinement_graph(safe_rois, safe_gt) / np.array(bbox_std_dev, np.float32)
+    deltas = ops.where(pos_rows[..., None], deltas, 0.0)
     masks = _mask_targets(gt_masks, safe_rois, safe_gt, assignment, mask_shape, use_mini_mask)
-    masks = tf.where(pos_rows[..., tf.newaxis, tf.newaxis], masks, 0.0)
+    masks = ops.where(pos_rows[..., None, None], masks, 0.0)
 
     pad = num_rois - head
-    roi_class_ids = tf.pad(roi_class_ids, [(0, 0), (0, pad)])
-    deltas = tf.pad(deltas, [(0, 0), (0, pad), (0, 0)])
-    masks = tf.pad(masks, [(0, 0), (0, pad), (0, 0), (0, 0)])
+    roi_class_ids = ops.pad(roi_class_ids, [(0, 0), (0, pad)])
+    deltas = ops.pad(deltas, [(0, 0), (0, pad), (0, 0)])
+    masks = ops.pad(masks, [(0, 0), (0, pad), (0, 0), (0, 0)])
     outputs = (rois, roi_class_ids, deltas, masks)
-    return tuple(tf.stop_gradient(t) for t in outputs)
+    return tuple(ops.stop_gradient(t) for t in outputs)
 
 
 def _target_settings(config: Any, train_rois_per_image, roi_positive_ratio, bbox_std_dev,
@@ -191,8 +262,8 @@ def _target_settings(config: Any, train_rois_per_image, roi_positive_ratio, bbox
     }
 
 
-def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor, gt_boxes: tf.Tensor,
-                            gt_masks: tf.Tensor, config: Any, seed: Optional[int] = None):
+def detection_targets_graph(proposals: Any, gt_class_ids: Any, gt_boxes: Any,
+                            gt_masks: Any, config: Any, seed: Optional[int] = None):
     """One image's targets, with Matterport's signature.
 
     Args:
@@ -205,15 +276,12 @@ def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor, gt_bo
         ``(rois [T, 4], class_ids [T], deltas [T, 4], masks [T, mask_h, mask_w])``.
     """
     settings = _target_settings(config, None, None, None, None, None)
-    proposals = tf.convert_to_tensor(proposals, tf.float32)
-    shape = tf.shape(proposals)[:1]
-    if seed is None:
-        keys = tf.random.uniform(shape)
-    else:
-        keys = tf.random.stateless_uniform(shape, seed=[int(seed), 0])
-    outputs = detection_targets_batch(proposals[tf.newaxis], tf.convert_to_tensor(gt_class_ids)[tf.newaxis],
-                                      tf.convert_to_tensor(gt_boxes)[tf.newaxis],
-                                      tf.convert_to_tensor(gt_masks)[tf.newaxis], keys[tf.newaxis],
+    proposals = ops.convert_to_tensor(proposals, "float32")
+    shape = (_dim(proposals, 0),)
+    keys = _uniform_keys(shape, None if seed is None else int(seed))
+    outputs = detection_targets_batch(proposals[None], ops.convert_to_tensor(gt_class_ids)[None],
+                                      ops.convert_to_tensor(gt_boxes)[None],
+                                      ops.convert_to_tensor(gt_masks)[None], keys[None],
                                       **settings)
     return tuple(t[0] for t in outputs)
 
@@ -278,7 +346,7 @@ class DetectionTargetLayer(keras.layers.Layer):
     def call(self, inputs):
         self._check_inputs(inputs)
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
-        keys = keras.random.uniform(tf.shape(proposals)[:2], seed=self.seed_generator)
+        keys = _uniform_keys((_dim(proposals, 0), _dim(proposals, 1)), self.seed_generator)
         return list(detection_targets_batch(proposals, gt_class_ids, gt_boxes, gt_masks, keys,
                                             **self._settings))
 

@@ -1,14 +1,22 @@
-"""The five Mask R-CNN losses, with Matterport's signatures and numerics.
+"""The five Mask R-CNN losses, with Matterport's signatures and numerics, in ``keras.ops``.
 
 Each returns a float32 scalar tensor and is 0 (never NaN) when nothing
 contributes (no anchors, no positive ROIs, no active classes). Inputs may carry
 any batch size; nothing is sliced per image in Python.
+
+Matterport selects the contributing rows with ``tf.where``/``boolean_mask``
+and averages them; the number of rows then depends on the data, which XLA
+cannot compile and which costs a host sync on a GPU. Here every loss is a
+masked mean over fixed-size tensors: ``sum(loss * selected) / max(count, 1)``.
+Unselected rows add exact zeros, so the value is Matterport's up to the order
+of the float32 summation, and ``count == 0`` gives 0 like Matterport's
+``K.switch(tf.size(loss) > 0, ...)``.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
+from keras import ops
 
 __all__ = [
     "smooth_l1_loss", "rpn_class_loss_graph", "rpn_bbox_loss_graph", "mrcnn_class_loss_graph",
@@ -19,13 +27,35 @@ __all__ = [
 _EPSILON = 1e-7
 
 
-def _mean_or_zero(loss: tf.Tensor) -> tf.Tensor:
-    """Mean of all elements, or 0.0 for an empty tensor (Matterport's K.switch)."""
-    loss = tf.cast(loss, tf.float32)
-    return tf.cond(tf.size(loss) > 0, lambda: tf.reduce_mean(loss), lambda: tf.constant(0.0))
+def _float32(x):
+    """``x`` as a float32 tensor (a TF variable read, so that every op accepts it)."""
+    x = ops.cast(ops.convert_to_tensor(x), "float32")
+    return x if hasattr(x, "ndim") else ops.copy(x)
 
 
-def smooth_l1_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+def _masked_mean(values, selected, per_row: int = 1):
+    """Mean of ``values`` over the rows where ``selected`` is True; 0.0 when none is.
+
+    Args:
+        values: float tensor ``[..., ...]`` whose leading dims are ``selected``'s.
+        selected: bool tensor of the leading dims.
+        per_row: elements of ``values`` per selected row (e.g. 4 for box deltas),
+            the static size of its trailing dims.
+    """
+    values = ops.cast(values, "float32")
+    mask = selected
+    while len(mask.shape) < len(values.shape):
+        mask = ops.expand_dims(mask, -1)
+    # where (not multiply) so that a non-finite value in an unselected row is ignored.
+    # Operands of one shape: a broadcasting where puts BroadcastGradientArgs (an op
+    # with an unknown output shape) into the gradient.
+    mask = ops.broadcast_to(mask, ops.shape(values))
+    total = ops.sum(ops.where(mask, values, ops.zeros_like(values)))
+    count = ops.sum(ops.cast(selected, "float32")) * float(per_row)
+    return total / ops.maximum(count, 1.0)
+
+
+def smooth_l1_loss(y_true, y_pred):
     """Element-wise smooth-L1 (Huber with delta 1): ``0.5 d^2`` if ``|d| < 1`` else ``|d| - 0.5``.
 
     Args:
@@ -34,25 +64,25 @@ def smooth_l1_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     Returns:
         Tensor of that shape (no reduction).
     """
-    diff = tf.abs(tf.cast(y_true, tf.float32) - tf.cast(y_pred, tf.float32))
-    less_than_one = tf.cast(tf.less(diff, 1.0), tf.float32)
+    diff = ops.abs(ops.cast(y_true, "float32") - ops.cast(y_pred, "float32"))
+    less_than_one = ops.cast(ops.less(diff, 1.0), "float32")
     # The reference (TF graph mode, oneDNN) differs by 1 ulp on a few elements; sums agree.
-    return (less_than_one * 0.5 * tf.square(diff)) + (1 - less_than_one) * (diff - 0.5)
+    return (less_than_one * 0.5 * ops.square(diff)) + (1 - less_than_one) * (diff - 0.5)
 
 
-def binary_crossentropy(target: tf.Tensor, output: tf.Tensor) -> tf.Tensor:
+def binary_crossentropy(target, output):
     """Keras 2's element-wise BCE on probabilities (clip to [eps, 1-eps], then log(p + eps)).
 
     Keras 3's ``binary_crossentropy`` drops the ``+ eps`` inside the log, which
     changes the loss in the last bits; this keeps the trained-model numerics.
     """
-    output = tf.clip_by_value(output, _EPSILON, 1.0 - _EPSILON)
-    bce = target * tf.math.log(output + _EPSILON)
-    bce += (1 - target) * tf.math.log(1 - output + _EPSILON)
+    output = ops.clip(output, _EPSILON, 1.0 - _EPSILON)
+    bce = target * ops.log(output + _EPSILON)
+    bce += (1 - target) * ops.log(1 - output + _EPSILON)
     return -bce
 
 
-def rpn_class_loss_graph(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> tf.Tensor:
+def rpn_class_loss_graph(rpn_match, rpn_class_logits):
     """RPN anchor classifier loss (softmax cross-entropy over non-neutral anchors).
 
     Args:
@@ -62,24 +92,37 @@ def rpn_class_loss_graph(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> t
     Returns:
         Scalar mean loss over positive and negative anchors; 0 if there are none.
     """
-    rpn_match = tf.squeeze(rpn_match, -1)
-    anchor_class = tf.cast(tf.equal(rpn_match, 1), tf.int32)
-    used = tf.not_equal(rpn_match, 0)
-    logits = tf.boolean_mask(tf.cast(rpn_class_logits, tf.float32), used)
-    labels = tf.boolean_mask(anchor_class, used)
-    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return _mean_or_zero(loss)
+    rpn_match = ops.squeeze(ops.convert_to_tensor(rpn_match), -1)
+    anchor_class = ops.cast(ops.equal(rpn_match, 1), "int32")
+    used = ops.not_equal(rpn_match, 0)
+    loss = ops.sparse_categorical_crossentropy(anchor_class, ops.cast(rpn_class_logits, "float32"),
+                                               from_logits=True)
+    return _masked_mean(loss, used)
 
 
-def rpn_bbox_loss_graph(config: Any, target_bbox: tf.Tensor, rpn_match: tf.Tensor,
-                        rpn_bbox: tf.Tensor) -> tf.Tensor:
+def _first_positives(positive, count: int):
+    """Anchor indices ``[B, count]`` of each image's first ``count`` positives, ascending.
+
+    Rows past an image's number of positives point at arbitrary anchors and
+    must be masked. top_k of ``-index`` over the positives is a fixed-size
+    replacement for ``tf.where(positive)``.
+    """
+    num_anchors = positive.shape[1] if positive.shape[1] is not None else ops.shape(positive)[1]
+    index = ops.cast(ops.arange(num_anchors), "float32")[None, :]
+    # Negatives sort after every positive; indices < 2**24 are exact in float32.
+    key = ops.where(positive, -index, -index - 2.0 ** 24)
+    return ops.top_k(key, k=count, sorted=True)[1]
+
+
+def rpn_bbox_loss_graph(config: Any, target_bbox, rpn_match, rpn_bbox):
     """RPN box regression loss (smooth-L1 over positive anchors).
 
     Args:
         config: kept for Matterport's signature; the packing of ``target_bbox``
             is batched, so IMAGES_PER_GPU is not needed (may be None).
         target_bbox: ``[B, T, 4]`` deltas of the positive anchors of each image,
-            packed at the top and zero-padded (T = RPN_TRAIN_ANCHORS_PER_IMAGE).
+            in anchor order, packed at the top and zero-padded
+            (T = RPN_TRAIN_ANCHORS_PER_IMAGE).
         rpn_match: ``[B, A, 1]`` int anchor labels (1 = positive).
         rpn_bbox: ``[B, A, 4]`` predicted deltas.
 
@@ -87,18 +130,28 @@ def rpn_bbox_loss_graph(config: Any, target_bbox: tf.Tensor, rpn_match: tf.Tenso
         Scalar mean over the positives' 4 coordinates; 0 if there are none.
     """
     del config
-    rpn_match = tf.squeeze(rpn_match, -1)
-    positive = tf.equal(rpn_match, 1)
-    pred = tf.boolean_mask(rpn_bbox, positive)
-    # Image i has counts[i] positives; its targets are the first counts[i] rows.
-    counts = tf.reduce_sum(tf.cast(positive, tf.int32), axis=1)
-    rows = tf.range(tf.shape(target_bbox)[1])
-    target = tf.boolean_mask(target_bbox, rows[tf.newaxis, :] < counts[:, tf.newaxis])
-    return _mean_or_zero(smooth_l1_loss(target, pred))
+    target_bbox, rpn_bbox = ops.convert_to_tensor(target_bbox), ops.convert_to_tensor(rpn_bbox)
+    positive = ops.equal(ops.squeeze(ops.convert_to_tensor(rpn_match), -1), 1)
+    rows = int(target_bbox.shape[1]) if target_bbox.shape[1] is not None else None
+    num_anchors = rpn_bbox.shape[1]
+    if rows is None or num_anchors is None:
+        raise ValueError("rpn_bbox_loss_graph needs static target rows and anchor counts, got "
+                         f"target_bbox {target_bbox.shape} and rpn_bbox {rpn_bbox.shape}")
+    # Target row t of an image belongs to its t-th positive anchor (Matterport's
+    # batch_pack_graph); gather those anchors' predictions into the same layout.
+    k = min(rows, int(num_anchors))
+    anchor_ix = _first_positives(positive, k)
+    # A flat row gather: static shape, and a gradient without broadcasting ops.
+    batch = ops.shape(rpn_bbox)[0]
+    flat_ix = anchor_ix + ops.arange(batch, dtype=anchor_ix.dtype)[:, None] * int(num_anchors)
+    pred = ops.take(ops.reshape(_float32(rpn_bbox), (-1, 4)), flat_ix, axis=0)
+    count = ops.sum(ops.cast(positive, "int32"), axis=1)
+    valid = ops.arange(k)[None, :] < count[:, None]
+    loss = smooth_l1_loss(target_bbox[:, :k], pred)
+    return _masked_mean(loss, valid, per_row=4)
 
 
-def mrcnn_class_loss_graph(target_class_ids: tf.Tensor, pred_class_logits: tf.Tensor,
-                           active_class_ids: tf.Tensor) -> tf.Tensor:
+def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids):
     """Classifier-head loss; predictions of classes absent from the image's dataset are ignored.
 
     Args:
@@ -115,26 +168,36 @@ def mrcnn_class_loss_graph(target_class_ids: tf.Tensor, pred_class_logits: tf.Te
     code); here each image uses its own row, which is the same when all images
     of a batch come from one dataset.
     """
-    target_class_ids = tf.cast(target_class_ids, tf.int64)
-    pred_class_logits = tf.cast(pred_class_logits, tf.float32)
-    pred_class_ids = tf.argmax(pred_class_logits, axis=2)
-    pred_active = tf.gather(tf.cast(active_class_ids, tf.float32), pred_class_ids, batch_dims=1)
-    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target_class_ids,
-                                                          logits=pred_class_logits)
+    target_class_ids = ops.cast(ops.convert_to_tensor(target_class_ids), "int32")
+    pred_class_logits = _float32(pred_class_logits)
+    pred_class_ids = ops.argmax(pred_class_logits, axis=2)
+    pred_active = ops.take_along_axis(_float32(active_class_ids),
+                                      ops.cast(pred_class_ids, "int32"), axis=1)
+    loss = ops.sparse_categorical_crossentropy(target_class_ids, pred_class_logits, from_logits=True)
     loss = loss * pred_active
-    return tf.math.divide_no_nan(tf.reduce_sum(loss), tf.reduce_sum(pred_active))
+    return ops.divide_no_nan(ops.sum(loss), ops.sum(pred_active))
 
 
-def _positive_rows(target_class_ids: tf.Tensor):
-    """Flat indices and class ids of the positive ROIs of ``[B, R]`` targets."""
-    ids = tf.reshape(target_class_ids, (-1,))
-    positive_ix = tf.where(ids > 0)[:, 0]
-    positive_class_ids = tf.cast(tf.gather(ids, positive_ix), tf.int64)
-    return positive_ix, tf.stack([positive_ix, positive_class_ids], axis=1)
+def _target_class_slice(pred, class_ids, axis: int):
+    """``pred`` at each ROI's class on ``axis`` (dropped); ``class_ids`` is ``[B, R]``.
+
+    A one-hot product summed over the classes: the picked value plus exact zeros,
+    so the same numbers as a gather, with a static shape and a plain gradient
+    (keras.ops.take_along_axis broadcasts, and its TF gradient then carries
+    BroadcastGradientArgs ops of unknown output shape).
+    """
+    pred = _float32(pred)
+    one_hot = ops.one_hot(ops.maximum(ops.cast(class_ids, "int32"), 0), pred.shape[axis],
+                          dtype="float32")  # [B, R, C]
+    # [B, R, 1.., C, 1..] with C on ``axis``.
+    for _ in range(axis + 1, len(pred.shape)):
+        one_hot = ops.expand_dims(one_hot, -1)
+    for _ in range(2, axis):
+        one_hot = ops.expand_dims(one_hot, 2)
+    return ops.sum(pred * one_hot, axis=axis)
 
 
-def mrcnn_bbox_loss_graph(target_bbox: tf.Tensor, target_class_ids: tf.Tensor,
-                          pred_bbox: tf.Tensor) -> tf.Tensor:
+def mrcnn_bbox_loss_graph(target_bbox, target_class_ids, pred_bbox):
     """Box-head loss: smooth-L1 between target deltas and the target class's predicted deltas.
 
     Args:
@@ -145,17 +208,12 @@ def mrcnn_bbox_loss_graph(target_bbox: tf.Tensor, target_class_ids: tf.Tensor,
     Returns:
         Scalar mean over positive ROIs' 4 coordinates; 0 if there are none.
     """
-    target_bbox = tf.reshape(target_bbox, (-1, 4))
-    num_classes = tf.shape(pred_bbox)[2]
-    pred_bbox = tf.reshape(pred_bbox, (-1, num_classes, 4))
-    positive_ix, indices = _positive_rows(target_class_ids)
-    target = tf.gather(target_bbox, positive_ix)
-    pred = tf.gather_nd(pred_bbox, indices)
-    return _mean_or_zero(smooth_l1_loss(target, pred))
+    pred = _target_class_slice(pred_bbox, target_class_ids, axis=2)
+    loss = smooth_l1_loss(target_bbox, pred)
+    return _masked_mean(loss, ops.convert_to_tensor(target_class_ids) > 0, per_row=4)
 
 
-def mrcnn_mask_loss_graph(target_masks: tf.Tensor, target_class_ids: tf.Tensor,
-                          pred_masks: tf.Tensor) -> tf.Tensor:
+def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
     """Mask-head loss: binary cross-entropy of the target class's mask on positive ROIs.
 
     Args:
@@ -166,13 +224,10 @@ def mrcnn_mask_loss_graph(target_masks: tf.Tensor, target_class_ids: tf.Tensor,
     Returns:
         Scalar mean over all pixels of the positive ROIs; 0 if there are none.
     """
-    mask_shape = tf.shape(target_masks)
-    target_masks = tf.reshape(tf.cast(target_masks, tf.float32), (-1, mask_shape[2], mask_shape[3]))
-    pred_shape = tf.shape(pred_masks)
-    pred_masks = tf.reshape(tf.cast(pred_masks, tf.float32),
-                            (-1, pred_shape[2], pred_shape[3], pred_shape[4]))
-    pred_masks = tf.transpose(pred_masks, [0, 3, 1, 2])  # [N, classes, h, w]
-    positive_ix, indices = _positive_rows(target_class_ids)
-    y_true = tf.gather(target_masks, positive_ix)
-    y_pred = tf.gather_nd(pred_masks, indices)
-    return _mean_or_zero(binary_crossentropy(y_true, y_pred))
+    pred_masks = ops.convert_to_tensor(pred_masks)
+    h, w = pred_masks.shape[2], pred_masks.shape[3]
+    if h is None or w is None:
+        raise ValueError(f"mrcnn_mask_loss_graph needs a static mask size, got {pred_masks.shape}")
+    pred = _target_class_slice(pred_masks, target_class_ids, axis=4)
+    loss = binary_crossentropy(ops.cast(target_masks, "float32"), pred)
+    return _masked_mean(loss, ops.convert_to_tensor(target_class_ids) > 0, per_row=int(h) * int(w))

@@ -460,18 +460,25 @@ class MaskRCNN(object):
     # ------------------------------------------------------------------
     # Training helpers
     # ------------------------------------------------------------------
-    def compile(self, learning_rate: float, momentum: float) -> None:
+    def compile(self, learning_rate: float, momentum: float, jit_compile: bool = False) -> None:
         """SGD with momentum and global-norm gradient clipping, losses from the graph.
 
         ``GRADIENT_CLIP_NORM`` clips the global norm of all gradients, as
         Keras 2.0's ``clipnorm`` did. Call again after :meth:`set_trainable`:
         Keras fixes the trainable variables at compile time.
+
+        Args:
+            jit_compile: compile the whole training step (forward, losses,
+                gradients, update) with XLA. The graph has static shapes, so
+                it compiles; off by default because on this project's 2-core
+                CPU the compiled step is slower than TF's oneDNN kernels
+                (``benchmarks/train.py``).
         """
         if self.mode != "training":
             raise ValueError("compile() needs a model built in 'training' mode")
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
                                          global_clipnorm=self.config.GRADIENT_CLIP_NORM)
-        self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+        self.keras_model.compile(optimizer=optimizer, jit_compile=bool(jit_compile))
 
     def set_trainable(self, layer_regex: str, keras_model: Optional[keras.Model] = None,
                       indent: int = 0, verbose: int = 1) -> List[str]:

@@ -1,7 +1,9 @@
 """The issues' accuracy targets, trained from scratch on this CPU (marker ``acceptance``:
 ``pytest -m acceptance``; CI runs them after the slow tests, 20 to 25 minutes together).
 
-- The demo (samples/shapes/demo.py, default arguments): mAP@0.5 >= 0.9 on 50 held-out shapes.
+- The demo (samples/shapes/demo.py, default arguments): mAP@0.5 >= 0.9 on 50 held-out shapes;
+  bfloat16 inference (``MIXED_PRECISION = "mixed_bfloat16"``) of its last checkpoint within 0.01
+  of float32 on the same images.
 - The LISC sample on wbc_zheng2018 dataset 1 in LISC layout (240 train / 60 held-out cells,
   the sample's default command): mask mAP@0.5 >= 0.8 over the classes with at least 10
   held-out instances.
@@ -9,7 +11,10 @@ Times are reported in the issue notes, not asserted here.
 """
 from __future__ import annotations
 
+import glob
+import os
 import re
+import sys
 import time
 
 import pytest
@@ -33,6 +38,17 @@ def test_shapes_demo_reaches_map_0_9(tmp_path, capsys):
     m = re.search(r"mAP@0\.5 on 50 held-out images: ([0-9.]+)", text)
     report(capsys, "shapes demo", time.time() - start, m.group(0) if m else text[-2000:])
     assert m and float(m.group(1)) >= 0.9, text[-2000:]
+
+    # The same checkpoint evaluated in float32 and in bfloat16 (one training for both targets).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "benchmarks"))
+    from bf16_accuracy import shapes_map
+    checkpoint = sorted(glob.glob(str(tmp_path / "logs" / "shapes_demo*" / "mask_rcnn_shapes_demo_*.h5")))[-1]
+    f32, _ = shapes_map(checkpoint, None)
+    bf16, _ = shapes_map(checkpoint, "mixed_bfloat16")
+    report(capsys, "shapes demo, bfloat16 inference", time.time() - start,
+           f"mask mAP@0.5 float32 {f32.mAP:.4f}, bfloat16 {bf16.mAP:.4f}")
+    assert abs(bf16.mAP - f32.mAP) <= 0.01
 
 
 def test_lisc_from_scratch_reaches_mask_map_0_8(tmp_path, capsys):

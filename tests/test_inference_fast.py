@@ -235,23 +235,3 @@ def test_native_bf16_flag_and_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mrcnn.model"):
         assert fold.warn_if_no_native_bf16(str(with_bf16)) is True
     assert not caplog.records
-
-
-@pytest.mark.acceptance
-def test_bf16_map_of_trained_shapes_demo_within_0_01(tmp_path, capsys):
-    """Train the demo (default arguments), then mask mAP@0.5 on its 50 held-out images with
-    float32 and with bfloat16 inference from the same checkpoint: within 0.01."""
-    import glob
-    import sys
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bf16_accuracy import shapes_map
-    from samples.shapes import demo
-    logs = tmp_path / "logs"
-    assert demo.main(["--out", str(tmp_path / "pictures"), "--logs", str(logs), "--pictures", "0"]) == 0
-    checkpoint = sorted(glob.glob(str(logs / "shapes_demo*" / "mask_rcnn_shapes_demo_*.h5")))[-1]
-    f32, _ = shapes_map(checkpoint, None)
-    bf16, _ = shapes_map(checkpoint, "mixed_bfloat16")
-    with capsys.disabled():
-        print(f"\nshapes demo mAP@0.5: float32 {f32.mAP:.4f}, bfloat16 {bf16.mAP:.4f}")
-    assert f32.mAP >= 0.9
-    assert abs(bf16.mAP - f32.mAP) <= 0.01

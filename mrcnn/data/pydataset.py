@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 import numpy as np
 
+from mrcnn.data.fast import mold_image_fast
 from mrcnn.data.pipeline import STATUS_ERROR, STATUS_OK, InputPipeline
 
 __all__ = ["TrainingPyDataset"]
@@ -81,9 +82,12 @@ class TrainingPyDataset(keras.utils.PyDataset):
         errors = 0
         for step in range(len(order)):
             p = (position + step) % len(order)
-            *arrays, status = self.pipeline.sample(int(order[p]), self._seed(p))
+            image, meta, rpn_match, *rest = self.pipeline.sample(int(order[p]), self._seed(p))
+            status = rest[4]
             if status == STATUS_OK:
-                return tuple(arrays)
+                # The tf.data pipeline molds and widens these after batching, in TF ops.
+                return (mold_image_fast(image, self.pipeline.config), meta,
+                        rpn_match.astype(np.int32)[:, None]) + tuple(rest[:4])
             if status == STATUS_ERROR:
                 errors += 1
                 if errors > self.max_errors:

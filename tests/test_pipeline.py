@@ -50,17 +50,7 @@ def test_seeded_pipeline_is_deterministic_across_worker_counts():
 
 
 def test_bad_and_empty_images_are_skipped_and_counted(caplog):
-    class Broken(ShapesDataset):
-        def load_image(self, image_id):
-            if image_id == 1:
-                raise OSError("truncated file")
-            return super().load_image(image_id)
-
-        def load_mask(self, image_id):
-            if image_id == 2:
-                return np.zeros((128, 128, 0), bool), np.zeros([0], np.int32)
-            return super().load_mask(image_id)
-
+    from _pipeline_helpers import Broken  # image 1 unreadable, image 2 without instances
     ds = Broken()
     ds.load_shapes(5, 128, 128, seed=1)
     ds.prepare()

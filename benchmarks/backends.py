@@ -120,7 +120,6 @@ def main(argv=None) -> None:
     print(f"| backend | detect() s | ratio to {base_name} | first call (trace/compile) s | "
           f"{base_name}'s detections reproduced |")
     print("|---|---:|---:|---:|---|")
-    import numpy as np
     for name in names:
         res = results[name]
         med = statistics.median(res["times"])

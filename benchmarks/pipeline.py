@@ -47,21 +47,18 @@ class _Cached:
     """
     orig_ids: dict = {}
 
-    def load_image(self, image_id):
+    def _cached(self, kind: str, image_id, load):
         real = self.orig_ids.get(image_id, image_id)
-        key = ("i", real)
         cache = self.__dict__.setdefault("_cache", {})
-        if key not in cache:
-            cache[key] = super().load_image(real)
-        return cache[key]
+        if (kind, real) not in cache:
+            cache[(kind, real)] = load(real)
+        return cache[(kind, real)]
+
+    def load_image(self, image_id):
+        return self._cached("i", image_id, super().load_image)
 
     def load_mask(self, image_id):
-        real = self.orig_ids.get(image_id, image_id)
-        key = ("m", real)
-        cache = self.__dict__.setdefault("_cache", {})
-        if key not in cache:
-            cache[key] = super().load_mask(real)
-        return cache[key]
+        return self._cached("m", image_id, super().load_mask)
 
 
 try:  # module level so the dataset and config pickle for worker processes (spawned children import this)

@@ -35,7 +35,7 @@ class TimeDistributed(KL.TimeDistributed):
             return super().call(inputs, training=training, mask=mask)
         outer = ops.shape(inputs)[:2]  # ints when static, tensors for TF's dynamic dims
         flat = ops.reshape(inputs, tuple([-1] + inner_shape))
-        out = _as_matmul(self.layer, flat) if keras.backend.backend() != "tensorflow" else None
+        out = _as_matmul(self.layer, flat)
         if out is None:
             kwargs = {"training": training} if self.layer._call_has_training_arg else {}
             out = self.layer.call(flat, **kwargs)
@@ -58,9 +58,12 @@ def _as_matmul(layer, x):
     Why: XLA:CPU runs these two as generic convolutions at a few GFLOP/s (the
     7x7 layer alone took 3.4 s of a 8.2 s JAX detect() at 256x256 with 1000
     ROIs), while its matrix product runs at the machine's GEMM rate. Same
-    arithmetic up to summation order. TensorFlow's oneDNN convolutions are
-    already fast there, and TF stays on the layer's own call (the reference
-    numerics), so this is used on the other backends only.
+    arithmetic up to summation order. On TensorFlow, oneDNN's 7x7 convolution
+    with a 1x1 output is also slow (forward and backward over 32 training ROIs
+    141 ms as a convolution, 52 ms as a matrix product; forward over 1000
+    inference ROIs 181 ms vs 138 ms on this 2-core machine), so the 7x7 layer
+    is a product on every backend. The transposed convolution stays oneDNN's on
+    TensorFlow, where it is as fast as the product (and faster backwards).
     """
     if type(layer) is KL.Conv2D and layer.padding == "valid" and tuple(layer.strides) == (1, 1) \
             and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1 \
@@ -70,7 +73,8 @@ def _as_matmul(layer, x):
         kernel = ops.reshape(ops.cast(layer.kernel, x.dtype), (k_h * k_w * channels, filters))
         out = ops.matmul(ops.reshape(x, (-1, k_h * k_w * channels)), kernel)
         out = ops.reshape(out, (-1, 1, 1, filters))
-    elif type(layer) is KL.Conv2DTranspose and layer.padding == "valid" \
+    elif type(layer) is KL.Conv2DTranspose and keras.backend.backend() != "tensorflow" \
+            and layer.padding == "valid" \
             and tuple(layer.strides) == tuple(layer.kernel_size) \
             and tuple(layer.dilation_rate) == (1, 1) and layer.data_format == "channels_last" \
             and layer.output_padding is None:

@@ -160,7 +160,10 @@ def bilinear_crop(flat_features, base, height, width, boxes, crop_size: Tuple[in
     values = ops.cast(ops.take(flat_features, index, axis=0), "float32")
     channels = ops.shape(flat_features)[-1]
     values = ops.reshape(values, (4, -1, crop_h, crop_w, channels))
-    top_left, top_right, bottom_left, bottom_right = values[0], values[1], values[2], values[3]
+    # unstack rather than values[i]: the gradient of four strided slices is four
+    # full-size zero tensors summed (StridedSliceGrad took ~70 ms of a 128 px
+    # training step on TF); unstack's is one stack.
+    top_left, top_right, bottom_left, bottom_right = ops.unstack(values, 4, axis=0)
     x_lerp = x_lerp[:, None, :, None]
     y_lerp = y_lerp[:, :, None, None]
     # The kernel's interpolation order: along x first, then y.

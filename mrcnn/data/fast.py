@@ -21,6 +21,8 @@ used through ``load_image``/``load_mask`` only.
 """
 from __future__ import annotations
 
+import functools
+
 import random
 import warnings
 from typing import Optional, Tuple
@@ -233,11 +235,35 @@ def mold_image_fast(image: np.ndarray, config) -> np.ndarray:
     """``mold_image(image, config).astype(float32)`` for uint8 [H, W, C]: one table lookup per pixel.
 
     The table holds exactly the float64 ``value - MEAN_PIXEL`` rounded to float32, so the
-    result is bit-identical without a float64 temporary of the whole image.
+    result is bit-identical without a float64 temporary of the whole image. OpenCV's
+    ``LUT`` (installed with imgaug) does the lookup in ~2 ms for a 1024x1024x3 image on this
+    machine, 7x less than the float64 subtraction; without OpenCV (or for more than 4
+    channels) numpy does it one channel at a time (~8 ms).
     """
     from mrcnn.core.image import mold_image
     mean = np.asarray(config.MEAN_PIXEL, dtype=np.float64)
     if image.dtype != np.uint8 or image.ndim != 3 or mean.shape != (image.shape[2],):
         return mold_image(image, config).astype(np.float32)
-    lut = (np.arange(256, dtype=np.float64)[:, None] - mean[None, :]).astype(np.float32)  # [256, C]
-    return lut[image, np.arange(image.shape[2])]
+    lut = _mold_table(tuple(mean.tolist()))  # [256, C]
+    channels = image.shape[2]
+    if _cv2 is not None and channels in (1, 3, 4):
+        out = _cv2.LUT(np.ascontiguousarray(image), lut.reshape(256, 1, channels))
+        return out.reshape(image.shape)  # cv2 drops a single channel's axis
+    out = np.empty(image.shape, np.float32)
+    for c in range(channels):
+        np.take(lut[:, c], image[..., c], out=out[..., c])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _mold_table(mean: tuple) -> np.ndarray:
+    table = np.arange(256, dtype=np.float64)[:, None] - np.asarray(mean, dtype=np.float64)[None, :]
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
+try:  # an optional accelerator: imgaug and albumentations bring it
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - depends on the environment
+    _cv2 = None

@@ -18,6 +18,9 @@ Rows:
     tree's ``sample`` no longer molds the image (done in TF ops after batching);
   - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached, worker
     processes (this tree's default) and, for comparison, threads;
+  - CPU ms per image in the training process and in the worker processes (1 and 2 workers,
+    no augmentation): on a 2-core machine the training process's share runs on the cores the
+    workers need, which caps the 1 -> 2 worker scaling at about 2 w / (w + m);
   - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process.
 The machine may be shared: only the ratios of one run mean much.
 """
@@ -184,10 +187,14 @@ def _dataset_rate(pipe, workers, n: int):
     for _ in range(4):  # warm-up: worker start, each worker's cache of the real images
         next(it)
     batches = max(1, n // 2)
-    t = time.perf_counter()
+    t, cpu, kids = time.perf_counter(), time.process_time(), _worker_cpu(pipe)
     for _ in range(batches):
         next(it)
     rate = 2 * batches / (time.perf_counter() - t)
+    # CPU per image on each side: the training process's share is what limits the scaling
+    # when it runs on the same cores as the workers.
+    main_ms = 1000 * (time.process_time() - cpu) / (2 * batches)
+    worker_ms = 1000 * (_worker_cpu(pipe) - kids) / (2 * batches)
     del it
     worker_rss = 0.0
     for pool in getattr(pipe, "_pools", {}).values():
@@ -200,7 +207,21 @@ def _dataset_rate(pipe, workers, n: int):
                 pass
     if hasattr(pipe, "close"):
         pipe.close()
-    return rate, worker_rss
+    return rate, worker_rss, main_ms, worker_ms
+
+
+def _worker_cpu(pipe) -> float:
+    """CPU seconds used so far by the pipeline's worker processes (0 without processes)."""
+    total = 0.0
+    for pool in getattr(pipe, "_pools", {}).values():
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            try:
+                with open(f"/proc/{proc.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
 
 
 def child(task: str, samples: int) -> dict:
@@ -221,7 +242,8 @@ def child(task: str, samples: int) -> dict:
     if kind == "sample":
         out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
     else:
-        out["rate"], out["worker_rss_mb"] = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
+        (out["rate"], out["worker_rss_mb"], out["main_cpu_ms"],
+         out["worker_cpu_ms"]) = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -312,6 +334,9 @@ def main() -> None:
         else:
             mode = f", {parts[3]} mode" if len(parts) > 3 else ""
             row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")
+            if parts[1] in ("1", "2") and parts[2] == "none" and not mode:
+                row(f"CPU ms/image, training process, {parts[1]} workers", task, "main_cpu_ms", ".1f")
+                row(f"CPU ms/image, worker processes, {parts[1]} workers", task, "worker_cpu_ms", ".1f")
     if not args.skip_workers and not args.only_scaling:
         row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
         row("peak RSS MB, largest worker process, 2 workers (0: no processes)", "workers:2:none",

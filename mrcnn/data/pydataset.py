@@ -1,4 +1,8 @@
-"""Training batches as a ``keras.utils.PyDataset``: the input path for non-TF backends.
+"""Training batches as ``keras.utils.PyDataset`` s: the input path for non-TF backends.
+
+Two forms: :class:`TrainingStream`, the ``tf.data`` pipeline's endless stream (what
+``MaskRCNN.train`` feeds ``fit`` off TensorFlow), and :class:`TrainingPyDataset`, finite
+epochs with random access for a ``fit`` of your own (described below).
 
 The samples are :meth:`mrcnn.data.pipeline.InputPipeline.sample`'s, the same
 per-image numpy code the ``tf.data`` pipeline runs inside ``tf.numpy_function``:

@@ -12,6 +12,12 @@ epoch counter; checkpoints are written atomically; a NaN/inf loss stops the run 
 :class:`NaNLossError` naming the epoch, step and last good checkpoint; samples skipped by
 the pipeline are counted and reported; ``strategy=`` (or GPU_COUNT > 1) trains through
 ``tf.distribute``.
+
+Backends: on TensorFlow the input is the ``tf.data`` pipeline. On other Keras backends
+(JAX) ``fit`` reads the same batch stream from :class:`mrcnn.data.pydataset.TrainingStream`
+(no TensorFlow op at run time; same batches with the same seed); training runs on one
+device there (``strategy=`` and GPU_COUNT > 1 raise), and ``xla=`` is ignored: JAX always
+compiles the whole step with XLA (``jax.jit``).
 """
 from __future__ import annotations
 
@@ -51,7 +57,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         no_augmentation_sources: dataset sources that are never augmented.
         resume: first load the newest checkpoint of this config under ``model_dir``.
         seed: makes the input stream deterministic.
-        strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``.
+        strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``
+            (TensorFlow backend only).
         steps_per_epoch, validation_steps: default STEPS_PER_EPOCH / VALIDATION_STEPS.
         tensorboard: write TensorBoard logs to ``model.log_dir`` (default: when the
             ``tensorboard`` package is installed, which requirements.txt does).
@@ -65,7 +72,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             the time for R50 at 128 px and R101 at 512 px, 3.6x for the compact demo
             model, ``benchmarks/train.py``) and takes 1-4 minutes to compile; measure it on
             your GPU before turning it on. Losses match the uncompiled step to float32
-            noise (same ROI draws with a seed).
+            noise (same ROI draws with a seed). TensorFlow only: on JAX the step is always
+            compiled (the value is checked, then ignored).
         keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest
             validation loss (train loss without validation); older ones are deleted.
             Default ``config.CHECKPOINTS_KEEP``, whose default None keeps all (Matterport).

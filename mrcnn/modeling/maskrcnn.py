@@ -214,7 +214,7 @@ class MaskRCNNTrainingModel(keras.Model):
 
 
 def _add_n(terms):
-    """Sum of a list of scalars (0.0 for none), in the order given like ``tf.add_n``."""
+    """Sum of a list of scalars, left to right; 0.0 for none (``keras.ops`` has no ``add_n``)."""
     total = ops.convert_to_tensor(0.0, dtype="float32")
     for t in terms:
         total = total + t

@@ -159,7 +159,7 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         jit_compile, autocluster = _xla_mode(xla)
         if not on_tf:
             # xla= is TensorFlow's switch: JAX compiles the whole step with XLA (jax.jit)
-            # whatever it says; PyTorch runs it eagerly.
+            # whatever it says (other backends: Keras' default for them).
             jit_compile, autocluster = "auto", False
         if optimizer is None:
             model.compile(learning_rate, config.LEARNING_MOMENTUM, jit_compile=jit_compile)

@@ -503,7 +503,7 @@ class MaskRCNN(object):
                 it compiles; off by default because on this project's 2-core
                 CPU the compiled step is slower than TF's oneDNN kernels
                 (``benchmarks/train.py``). TensorFlow only: on JAX the step is
-                always compiled (``jax.jit``), on PyTorch it runs eagerly.
+                always compiled (``jax.jit``); other backends get Keras' default.
         """
         if self.mode != "training":
             raise ValueError("compile() needs a model built in 'training' mode")

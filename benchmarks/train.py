@@ -1,7 +1,7 @@
 """Training speed: the model's step with and without XLA, side by side with a baseline checkout.
 
     python benchmarks/train.py [--cases issue,demo,default] [--baseline ../base]
-                               [--steps 5] [--repeats 5]
+                               [--steps 5] [--repeats 5] [--backend jax]
     python benchmarks/train.py --pipeline [--steps 10] [--repeats 3]
 
 Step mode (default). For every case one worker process per variant builds the training
@@ -12,12 +12,16 @@ batch (the data pipeline is excluded). The variants are
 - ``baseline``: the ``--baseline`` checkout (default ``../base``, the previous main),
   ``jit_compile=False`` (its whole step cannot be compiled);
 - ``this, no XLA``: this checkout, ``jit_compile=False``;
-- ``this, XLA``: this checkout, ``jit_compile=True`` (the whole step compiled by XLA).
+- ``this, XLA``: this checkout, ``jit_compile=True`` (the whole step compiled by XLA);
+- with ``--backend jax``, ``this, JAX``: this checkout on Keras' JAX backend (the worker
+  runs with ``KERAS_BACKEND=jax``; its step is always ``jax.jit``-compiled by XLA).
 
 Repeats alternate between the variants (baseline, no XLA, XLA, baseline, ...), so load
 from other processes hits them alike; the table shows the median s/step, its ratio to
 the baseline, the first step (trace + compile) and the first step's total loss (the
-variants of this checkout start from the same weights, so their losses must agree).
+variants of this checkout start from the same weights, so their losses must agree: the JAX
+worker loads the initial weights the TF worker of this checkout saved, since the backends'
+random initialisers draw different numbers from the same seed).
 
 Cases: ``issue`` is issue 12's (R50 ResNet, 128x128, batch 1, 32 ROIs, 3 classes + bg,
 all layers); ``demo`` the shapes demo's compact config (batch 4); ``default`` Matterport's
@@ -73,8 +77,12 @@ def _case_config(case: str):
     raise ValueError(f"unknown case {case!r}")
 
 
-def worker(root: str, case: str, xla: bool) -> int:
-    """Build, compile and step; then answer ``N`` lines on stdin with ``TIME <s/step>``."""
+def worker(root: str, case: str, xla: bool, init_weights: str = "") -> int:
+    """Build, compile and step; then answer ``N`` lines on stdin with ``TIME <s/step>``.
+
+    ``init_weights``: a ``.weights.h5`` path; the initial weights are loaded from it when it
+    exists, else saved to it (so workers on other backends start from the same weights).
+    """
     sys.path[:0] = [root, os.path.join(root, "tests")]
     import keras
     import numpy as np
@@ -85,10 +93,16 @@ def worker(root: str, case: str, xla: bool) -> int:
     keras.utils.set_random_seed(0)
     config = _case_config(case)
     model = modellib.MaskRCNN("training", config, "/tmp/mrcnn_bench_logs")
+    if init_weights and os.path.exists(init_weights):
+        model.keras_model.load_weights(init_weights)
+    elif init_weights:
+        model.keras_model.save_weights(init_weights)
     model.set_trainable("all", verbose=0)
     optimizer = keras.optimizers.SGD(learning_rate=0.001, momentum=config.LEARNING_MOMENTUM,
                                      global_clipnorm=config.GRADIENT_CLIP_NORM)
-    model.keras_model.compile(optimizer=optimizer, jit_compile=xla)
+    # jit_compile is TensorFlow's XLA switch; JAX always compiles the step ("auto" = jax.jit).
+    jit = xla if keras.backend.backend() == "tensorflow" else "auto"
+    model.keras_model.compile(optimizer=optimizer, jit_compile=jit)
     batch = synthetic_batch(config, batch_size=config.BATCH_SIZE)
     t = time.perf_counter()
     logs = model.keras_model.train_on_batch(batch, return_dict=True)
@@ -109,12 +123,13 @@ def worker(root: str, case: str, xla: bool) -> int:
 # driver
 # ----------------------------------------------------------------------------
 class _Worker:
-    def __init__(self, label: str, root: str, case: str, xla: bool) -> None:
+    def __init__(self, label: str, root: str, case: str, xla: bool, backend: str = "tensorflow",
+                 init_weights: str = "") -> None:
         self.label = label
-        env = dict(os.environ, PYTHONPATH=root)
+        env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND=backend)
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", case, "--root", root]
-            + (["--xla"] if xla else []),
+            + (["--xla"] if xla else []) + (["--init-weights", init_weights] if init_weights else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         self.times = []
         self.ready = self._read("READY")
@@ -137,11 +152,16 @@ class _Worker:
         self.proc.wait()
 
 
-def run_case(case: str, baseline: str, steps: int, repeats: int) -> None:
+def run_case(case: str, baseline: str, steps: int, repeats: int, backends=()) -> None:
     # Workers start one after another (each compile has both cores), then are timed in turn.
-    variants = [("baseline (no XLA)", baseline, False), ("this, no XLA", HERE, False),
-                ("this, XLA", HERE, True)]
-    workers = [_Worker(label, root, case, xla) for label, root, xla in variants]
+    import tempfile
+    init = os.path.join(tempfile.mkdtemp(prefix="mrcnn_bench_"), f"{case}_init.weights.h5")
+    variants = [("baseline (no XLA)", baseline, False, "tensorflow", ""),
+                ("this, no XLA", HERE, False, "tensorflow", init),
+                ("this, XLA", HERE, True, "tensorflow", init)]
+    variants += [(f"this, {b.upper() if b == 'jax' else b}", HERE, False, b, init) for b in backends]
+    workers = [_Worker(label, root, case, xla, backend, weights)
+               for label, root, xla, backend, weights in variants]
     try:
         for _ in range(repeats):
             for w in workers:
@@ -225,16 +245,19 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pipeline", action="store_true", help="time the input pipeline instead")
+    parser.add_argument("--backend", action="append", default=[], choices=("jax",),
+                        help="add a row for this Keras backend (this checkout), e.g. --backend jax")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--init-weights", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.root, args.worker, args.xla)
+        return worker(args.root, args.worker, args.xla, args.init_weights)
     if args.pipeline:
         return pipeline(args.steps, args.repeats)
     for case in args.cases.split(","):
-        run_case(case.strip(), args.baseline, args.steps, args.repeats)
+        run_case(case.strip(), args.baseline, args.steps, args.repeats, args.backend)
     return 0
 
 

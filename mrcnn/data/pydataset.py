@@ -1,4 +1,8 @@
-"""Training batches as a ``keras.utils.PyDataset``: the input path for non-TF backends.
+"""Training batches as ``keras.utils.PyDataset`` s: the input path for non-TF backends.
+
+Two forms: :class:`TrainingStream`, the ``tf.data`` pipeline's endless stream (what
+``MaskRCNN.train`` feeds ``fit`` off TensorFlow), and :class:`TrainingPyDataset`, finite
+epochs with random access for a ``fit`` of your own (described below).
 
 The samples are :meth:`mrcnn.data.pipeline.InputPipeline.sample`'s, the same
 per-image numpy code the ``tf.data`` pipeline runs inside ``tf.numpy_function``:
@@ -17,15 +21,19 @@ the next images of the epoch's order (wrapping around); more than
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import threading
 from typing import Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 
 from mrcnn.data.fast import mold_image_fast
-from mrcnn.data.pipeline import STATUS_ERROR, STATUS_OK, InputPipeline
+from mrcnn.data.pipeline import STATUS_CLOSED, STATUS_ERROR, STATUS_OK, InputPipeline
+from mrcnn.data.workers import host_cores
 
-__all__ = ["TrainingPyDataset"]
+__all__ = ["TrainingPyDataset", "TrainingStream"]
 
 
 class TrainingPyDataset(keras.utils.PyDataset):
@@ -107,3 +115,100 @@ class TrainingPyDataset(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._order = self.pipeline.order(self.epoch)
+
+
+class TrainingStream(keras.utils.PyDataset):
+    """``InputPipeline.dataset_fn``'s endless batch stream as a ``keras.utils.PyDataset``.
+
+    What ``MaskRCNN.train`` feeds ``fit`` on backends other than TensorFlow. The
+    batches are the ``tf.data`` stream's, bit for bit and in the same order: stream
+    position ``s`` is image ``s % n`` of epoch ``first_epoch + s // n`` with the same
+    sample seed; skipped images are dropped and the next ones fill the batch; more
+    than ``max_errors`` failed loads in a row raise. Keras epochs (``steps_per_epoch``)
+    only cut the stream, as they cut the repeated ``tf.data`` dataset.
+
+    The samples are made ``parallel`` at a time, in the pipeline's worker processes
+    when it has them (as the ``tf.data`` map does), else in threads; Keras itself
+    reads the stream from one thread (``workers=1``), so the order is fixed.
+
+    Args:
+        pipeline: the :class:`~mrcnn.data.pipeline.InputPipeline` (its skip counts
+            and strict-mode error are the stream's).
+        batch_size: default ``config.BATCH_SIZE``.
+        first_epoch: epoch number of the first image order (to resume).
+        parallel: samples in flight; default the host's cores.
+
+    Each item is ``(inputs,)`` as :class:`TrainingPyDataset` gives. ``__getitem__``
+    returns the next batch of the stream whatever its ``index`` (a stream has no
+    random access; Keras asks for 0, 1, 2, ... in order).
+    """
+
+    def __init__(self, pipeline: InputPipeline, batch_size: Optional[int] = None, first_epoch: int = 0,
+                 parallel: Optional[int] = None):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.pipeline = pipeline
+        self.batch_size = int(batch_size or pipeline.config.BATCH_SIZE)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        calls, pool = pipeline.workers_for(parallel)
+        if calls is None or int(calls) < 1:  # thread mode answers AUTOTUNE (-1): all cores
+            calls = host_cores()
+        self.parallel = int(calls)
+        self._fetch = pipeline._fetcher(int(first_epoch), pool)
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.parallel,
+                                                               thread_name_prefix="mrcnn-stream")
+        self._pending: collections.deque = collections.deque()
+        self._position = 0
+        self._failed_in_a_row = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        # Enough in flight to keep every worker busy while a batch is assembled.
+        self._depth = max(2 * self.parallel, self.batch_size + self.parallel)
+
+    @property
+    def skips(self):
+        return self.pipeline.skips
+
+    @property
+    def num_batches(self):
+        return None  # endless, like the repeated tf.data dataset
+
+    def _next_sample(self):
+        while len(self._pending) < self._depth:
+            self._pending.append(self._executor.submit(self._fetch, self._position))
+            self._position += 1
+        return self._pending.popleft().result()
+
+    def __getitem__(self, index: int):
+        with self._lock:  # one batch at a time, in stream order
+            if self._closed:
+                raise RuntimeError("the training stream was closed")
+            samples = []
+            while len(samples) < self.batch_size:
+                out = self._next_sample()
+                status = int(out[7])
+                if status == STATUS_CLOSED:
+                    raise RuntimeError(f"the {self.pipeline.name} pipeline was closed")
+                if status == STATUS_ERROR:
+                    self._failed_in_a_row += 1
+                    if self._failed_in_a_row > self.pipeline.max_errors:
+                        raise RuntimeError(f"{self._failed_in_a_row} images in a row failed to load; "
+                                           f"last was {out[9].decode('utf-8', 'replace')}")
+                elif status == STATUS_OK:
+                    self._failed_in_a_row = 0
+                    image, meta, rpn_match = out[:3]
+                    samples.append((mold_image_fast(image, self.pipeline.config), meta,
+                                    rpn_match.astype(np.int32)[:, None]) + tuple(out[3:7]))
+            return (tuple(np.stack(column) for column in zip(*samples)),)
+
+    def on_epoch_end(self) -> None:
+        pass  # Keras epochs cut the stream; the pipeline's own epochs run on
+
+    def close(self) -> None:
+        """Stops loading ahead: pending samples are cancelled, running ones finish. Idempotent."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)

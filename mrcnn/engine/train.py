@@ -12,6 +12,12 @@ epoch counter; checkpoints are written atomically; a NaN/inf loss stops the run 
 :class:`NaNLossError` naming the epoch, step and last good checkpoint; samples skipped by
 the pipeline are counted and reported; ``strategy=`` (or GPU_COUNT > 1) trains through
 ``tf.distribute``.
+
+Backends: on TensorFlow the input is the ``tf.data`` pipeline. On other Keras backends
+(JAX) ``fit`` reads the same batch stream from :class:`mrcnn.data.pydataset.TrainingStream`
+(no TensorFlow op at run time; same batches with the same seed); training runs on one
+device there (``strategy=`` and GPU_COUNT > 1 raise), and ``xla=`` is ignored: JAX always
+compiles the whole step with XLA (``jax.jit``).
 """
 from __future__ import annotations
 
@@ -51,7 +57,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         no_augmentation_sources: dataset sources that are never augmented.
         resume: first load the newest checkpoint of this config under ``model_dir``.
         seed: makes the input stream deterministic.
-        strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``.
+        strategy: a ``tf.distribute.Strategy``; default from ``config.GPU_COUNT``
+            (TensorFlow backend only).
         steps_per_epoch, validation_steps: default STEPS_PER_EPOCH / VALIDATION_STEPS.
         tensorboard: write TensorBoard logs to ``model.log_dir`` (default: when the
             ``tensorboard`` package is installed, which requirements.txt does).
@@ -65,7 +72,8 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             the time for R50 at 128 px and R101 at 512 px, 3.6x for the compact demo
             model, ``benchmarks/train.py``) and takes 1-4 minutes to compile; measure it on
             your GPU before turning it on. Losses match the uncompiled step to float32
-            noise (same ROI draws with a seed).
+            noise (same ROI draws with a seed). TensorFlow only: on JAX the step is always
+            compiled (the value is checked, then ignored).
         keep: checkpoints to keep: the ``keep`` newest plus the one with the lowest
             validation loss (train loss without validation); older ones are deleted.
             Default ``config.CHECKPOINTS_KEEP``, whose default None keeps all (Matterport).
@@ -85,7 +93,11 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         logger.warning("Nothing to train: the model is at epoch %d and epochs=%d (epochs are cumulative)",
                        model.epoch, epochs)
 
-    strategy = resolve_strategy(config, strategy)
+    on_tf = keras.backend.backend() == "tensorflow"
+    if on_tf:
+        strategy = resolve_strategy(config, strategy)
+    else:
+        _check_single_device(config, strategy)
     policy = getattr(config, "MIXED_PRECISION", None)
     if strategy is not None or policy is not None:
         rebuild_in_scope(model, strategy, policy)
@@ -97,8 +109,15 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
                                no_augmentation_sources=no_augmentation_sources, seed=seed, name="train")
     val_pipe = (InputPipeline(val_dataset, config, shuffle=True, seed=None if seed is None else seed + 1,
                               name="validation") if val_dataset is not None else None)
+    streams = []
     multi_worker = is_multi_worker(strategy)
-    if multi_worker:
+    if not on_tf:
+        # No tf.data: the same batch stream from a PyDataset (no TensorFlow op at run time).
+        from mrcnn.data.pydataset import TrainingStream
+        train_ds = TrainingStream(train_pipe, first_epoch=model.epoch)
+        val_ds = TrainingStream(val_pipe) if val_pipe is not None else None
+        streams = [s for s in (train_ds, val_ds) if s is not None]
+    elif multi_worker:
         # Each worker loads only its part of every global batch.
         train_ds = per_worker_datasets(strategy, lambda shard: train_pipe.dataset_fn(
             first_epoch=model.epoch, shard=shard))
@@ -138,17 +157,25 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
         if optimizer is not None and replicas > 1:
             clip_summed_gradients(optimizer, replicas)
         jit_compile, autocluster = _xla_mode(xla)
+        if not on_tf:
+            # xla= is TensorFlow's switch: JAX compiles the whole step with XLA (jax.jit)
+            # whatever it says (other backends: Keras' default for them).
+            jit_compile, autocluster = "auto", False
         if optimizer is None:
             model.compile(learning_rate, config.LEARNING_MOMENTUM, jit_compile=jit_compile)
         else:
             model.keras_model.compile(optimizer=optimizer, jit_compile=jit_compile)
 
-    with xla_autoclustering(autocluster), _strict_errors_unwrapped(train_pipe, val_pipe):
-        history = model.keras_model.fit(
-            train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
-            callbacks=callbacks, validation_data=val_ds,
-            validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
-            verbose=verbose, shuffle=False)
+    try:
+        with xla_autoclustering(autocluster), _strict_errors_unwrapped(train_pipe, val_pipe):
+            history = model.keras_model.fit(
+                train_ds, initial_epoch=model.epoch, epochs=epochs, steps_per_epoch=steps,
+                callbacks=callbacks, validation_data=val_ds,
+                validation_steps=(validation_steps or config.VALIDATION_STEPS) if val_ds is not None else None,
+                verbose=verbose, shuffle=False)
+    finally:
+        for stream in streams:
+            stream.close()
     if guard.bad_step is not None:
         last = checkpoint.last_saved or _last_checkpoint(model)
         raise NaNLossError(
@@ -157,6 +184,18 @@ def train(model, train_dataset, val_dataset, learning_rate: float, epochs: int, 
             f"{last or 'none written yet'}. Lower the learning rate or check the data, then resume from it.")
     model.epoch = max(model.epoch, epochs)
     return history
+
+
+def _check_single_device(config, strategy) -> None:
+    """Off TensorFlow training runs on one device: refuse what asks for more."""
+    backend = keras.backend.backend()
+    if strategy is not None:
+        raise ValueError(f"strategy= is a tf.distribute strategy: it needs the TensorFlow backend "
+                         f"(Keras runs on {backend!r}). Train on one device, or set KERAS_BACKEND=tensorflow.")
+    if int(getattr(config, "GPU_COUNT", 1)) > 1:
+        raise ValueError(f"GPU_COUNT={config.GPU_COUNT}: multi-device training goes through tf.distribute, "
+                         f"which needs the TensorFlow backend (Keras runs on {backend!r}). Set GPU_COUNT = 1 "
+                         f"(and IMAGES_PER_GPU to the batch), or set KERAS_BACKEND=tensorflow.")
 
 
 def _xla_mode(xla) -> tuple:

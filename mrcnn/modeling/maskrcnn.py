@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers as KL
+from keras import ops
 
 from mrcnn.config import LOSS_NAMES
 from mrcnn.core.anchors import get_anchors as _get_norm_anchors
@@ -82,8 +83,9 @@ class AnchorsLayer(KL.Layer):
         self.anchors = np.asarray(anchors, dtype=np.float32)
 
     def call(self, image):
-        anchors = tf.constant(self.anchors)
-        return tf.broadcast_to(anchors[tf.newaxis], [tf.shape(image)[0]] + list(self.anchors.shape))
+        anchors = ops.convert_to_tensor(self.anchors, dtype="float32")
+        batch = ops.shape(image)[0]  # a tensor under tf.function with a dynamic batch
+        return ops.broadcast_to(anchors[None], (batch,) + self.anchors.shape)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self.anchors.shape
@@ -98,7 +100,7 @@ class NormBoxesLayer(KL.Layer):
 
     def call(self, inputs):
         boxes, image = inputs
-        return norm_boxes_graph(tf.cast(boxes, tf.float32), tf.shape(image)[1:3])
+        return norm_boxes_graph(ops.cast(boxes, "float32"), _image_hw(image))
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -138,7 +140,7 @@ class Identity(KL.Layer):
     """Pass-through with a name (Matterport's ``output_rois``)."""
 
     def call(self, x):
-        return tf.identity(x)
+        return ops.copy(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -180,40 +182,68 @@ class MaskRCNNTrainingModel(keras.Model):
         self.mrcnn_config = mrcnn_config
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in LOSS_NAMES]
 
-    def loss_terms(self, y_pred) -> Dict[str, tf.Tensor]:
-        """The weighted losses by name (the last five outputs)."""
+    def loss_terms(self, y_pred) -> Dict[str, Any]:
+        """The weighted losses by name (the last five outputs), float32 scalars."""
         weights = getattr(self.mrcnn_config, "LOSS_WEIGHTS", {}) or {}
         values = list(y_pred)[-len(LOSS_NAMES):]
-        return {name: tf.reduce_mean(tf.cast(v, tf.float32)) * float(weights.get(name, 1.0))
+        return {name: ops.mean(ops.cast(v, "float32")) * float(weights.get(name, 1.0))
                 for name, v in zip(LOSS_NAMES, values)}
 
-    def weight_decay(self) -> tf.Tensor:
+    def weight_decay(self):
         """Matterport's L2 term: ``WEIGHT_DECAY * sum(w**2) / size(w)`` per trainable
         weight, skipping BatchNorm gamma and beta (so kernels and biases decay)."""
         decay = float(getattr(self.mrcnn_config, "WEIGHT_DECAY", 0.0) or 0.0)
-        terms = [decay * tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) / float(np.prod(w.shape))
+        terms = [decay * ops.sum(ops.square(ops.cast(w, "float32"))) / float(np.prod(w.shape))
                  for w in self.trainable_weights
                  if w.name not in ("gamma", "beta")]
-        return tf.add_n(terms) if terms else tf.constant(0.0)
+        return _add_n(terms)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y_pred)
         for tracker, name in zip(self.loss_trackers, LOSS_NAMES):
             tracker.update_state(terms[name])
-        total = tf.add_n(list(terms.values())) + self.weight_decay()
+        total = _add_n(list(terms.values())) + self.weight_decay()
         if self.losses:
-            total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-        # Under tf.distribute Keras sums the replicas' gradients and un-scales
-        # the reported loss, so each replica returns its share.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            total = total / float(replicas)
-        return total
+            total = total + _add_n([ops.cast(l, "float32") for l in self.losses])
+        return total / float(_replicas_in_sync())
 
     @property
     def metrics(self):
         found = super().metrics
         return found + [t for t in self.loss_trackers if all(t is not m for m in found)]
+
+
+def _add_n(terms):
+    """Sum of a list of scalars, left to right; 0.0 for none (``keras.ops`` has no ``add_n``)."""
+    total = ops.convert_to_tensor(0.0, dtype="float32")
+    for t in terms:
+        total = total + t
+    return total
+
+
+def _replicas_in_sync() -> int:
+    """Replicas whose gradients Keras sums: > 1 only under a ``tf.distribute`` strategy.
+
+    Under tf.distribute Keras sums the replicas' gradients and un-scales the
+    reported loss, so each replica's ``compute_loss`` returns its share. Other
+    backends train on one device here (``train()`` refuses strategies there).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _image_hw(image):
+    """``(height, width)`` of an ``[B, H, W, C]`` image batch for box normalisation.
+
+    On TensorFlow a shape tensor even when the shape is static: with Python
+    constants grappler turns the division into a reciprocal multiply, one ulp
+    away from Matterport's boxes. Other backends see static shapes (jit traces
+    per shape), and XLA keeps a true division.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return tf.shape(image)[1:3]
+    return ops.shape(image)[1:3]
 
 
 # ----------------------------------------------------------------------------
@@ -472,13 +502,15 @@ class MaskRCNN(object):
                 gradients, update) with XLA. The graph has static shapes, so
                 it compiles; off by default because on this project's 2-core
                 CPU the compiled step is slower than TF's oneDNN kernels
-                (``benchmarks/train.py``).
+                (``benchmarks/train.py``). TensorFlow only: on JAX the step is
+                always compiled (``jax.jit``); other backends get Keras' default.
         """
         if self.mode != "training":
             raise ValueError("compile() needs a model built in 'training' mode")
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
                                          global_clipnorm=self.config.GRADIENT_CLIP_NORM)
-        self.keras_model.compile(optimizer=optimizer, jit_compile=bool(jit_compile))
+        jit = bool(jit_compile) if keras.backend.backend() == "tensorflow" else "auto"
+        self.keras_model.compile(optimizer=optimizer, jit_compile=jit)
 
     def set_trainable(self, layer_regex: str, keras_model: Optional[keras.Model] = None,
                       indent: int = 0, verbose: int = 1) -> List[str]:

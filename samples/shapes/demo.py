@@ -4,6 +4,7 @@ Runs on a 2-core CPU in 9 to 13 minutes (mAP@0.5 about 0.97), downloads nothing:
 
     python samples/shapes/demo.py                 # train, evaluate, write PNGs to ./demo_output
     python samples/shapes/demo.py --epochs 2 --out /tmp/demo
+    KERAS_BACKEND=jax python samples/shapes/demo.py   # the same on Keras' JAX backend
 
 It follows Matterport's train_shapes notebook (ShapesConfig, ShapesDataset, train,
 then detect in inference mode) with a smaller network so that training from scratch

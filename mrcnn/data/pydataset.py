@@ -93,7 +93,7 @@ class TrainingPyDataset(keras.utils.PyDataset):
             image, meta, rpn_match, *rest = self.pipeline.sample(int(order[p]), self._seed(p))
             status = rest[4]
             if status == STATUS_OK:
-                # The tf.data pipeline molds and widens these after batching, in TF ops.
+                # As the tf.data stream does: molded by a table, anchor labels widened.
                 return (mold_image_fast(image, self.pipeline.config), meta,
                         rpn_match.astype(np.int32)[:, None]) + tuple(rest[:4])
             if status == STATUS_ERROR:
@@ -197,8 +197,8 @@ class TrainingStream(keras.utils.PyDataset):
                 elif status == STATUS_OK:
                     self._failed_in_a_row = 0
                     image, meta, rpn_match = out[:3]
-                    samples.append((mold_image_fast(image, self.pipeline.config), meta,
-                                    rpn_match.astype(np.int32)[:, None]) + tuple(out[3:7]))
+                    # The fetch molded the image already (as for tf.data).
+                    samples.append((image, meta, rpn_match.astype(np.int32)[:, None]) + tuple(out[3:7]))
             return (tuple(np.stack(column) for column in zip(*samples)),)
 
     def on_epoch_end(self) -> None:

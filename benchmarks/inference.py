@@ -348,7 +348,7 @@ def main(argv=None) -> None:
           f"load average at the end {os.getloadavg()[0]:.1f}\n")
     if case:
         base_t = _median([r["seconds"] for r in case[ref_key]])
-        base_rss = max(r["rss_mb"] for r in case[ref_key])
+        base_rss = _median([r["rss_mb"] for r in case[ref_key]])
         flops = extra_info.get("flops")
         print(f"detect() of one 1024x768 image (100 detections), seconds, median of {args.repeats} after "
               f"{args.warmups} warm-ups (median over rounds); base = its float32 on TensorFlow "
@@ -366,9 +366,11 @@ def main(argv=None) -> None:
             if prev:
                 pt = _median([r["seconds"] for r in case.get(("prev", row), [])])
                 line += f" {_fmt(pt)} | {_fmt(t / pt if t and pt else None)} |"
-            line += f" {max(r['rss_mb'] for r in runs):.0f} |"
+            # Median over rounds: the peak moves by up to ~200 MB between identical runs,
+            # with the order in which the executor runs independent branches.
+            line += f" {_median([r['rss_mb'] for r in runs]):.0f} |"
             if prev:
-                line += f" {max(r['rss_mb'] for r in case[('prev', row)]):.0f} |"
+                line += f" {_median([r['rss_mb'] for r in case[('prev', row)]]):.0f} |"
             line += f" {flops / t / 1e9:.0f} |" if flops and t else " - |"
             print(line)
         if flops:

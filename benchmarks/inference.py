@@ -1,4 +1,4 @@
-"""CPU inference speed of ``MaskRCNN.detect``: this checkout against a baseline checkout.
+"""CPU inference speed of ``MaskRCNN.detect``: this checkout against two baseline checkouts.
 
 The issue-14 case: ``detect()`` of one 1024x768 image, R101-FPN, 81 classes,
 random weights, DETECTION_MIN_CONFIDENCE=0 (so 100 detections reach the mask
@@ -8,15 +8,22 @@ float32, bfloat16 (``MIXED_PRECISION = "mixed_bfloat16"``) and float32 with
 batches of 1, 2 and 4 images (IMAGES_PER_GPU = batch) at 512 and 1024 px.
 
 Every measurement runs in a fresh worker process (so the peak RSS is that of
-one model and one detect loop), and the workers of the baseline checkout and of
-this one are started alternately, ``--rounds`` times, so that load from other
-processes on the machine hits both alike. The baseline has no bf16 inference,
-so bf16 is compared with the baseline's float32. Also prints the model's
-FLOPs, counted from the static shapes of every convolution and matmul in the traced graph,
-and the achieved GFLOP/s next to the measured rate of a 3x3 convolution.
+one model and one detect loop), and the workers of the checkouts are started
+alternately, ``--rounds`` times, so that load from other processes on the
+machine hits all alike. ``--base`` is the main the issue was filed against (no
+bf16 inference there, so every row is compared with its float32); ``--prev``
+(optional) is an older state of this code, run with the same precision as each
+row. Also prints the model's FLOPs, counted from the static shapes of every
+convolution and matmul in the traced graph, and the achieved GFLOP/s next to
+the measured rate of a 3x3 convolution.
 
-    python benchmarks/inference.py --base /work/base [--rounds 1] [--repeats 5]
+``--backend jax`` prints the issue case on this checkout under TensorFlow,
+TensorFlow with XLA and JAX (a worker with ``KERAS_BACKEND=jax``), alternating,
+with the base's TensorFlow float32 as the reference.
+
+    python benchmarks/inference.py --base /work/base --prev /work/prev [--rounds 1] [--repeats 5]
     python benchmarks/inference.py --base /work/base --only case   # just the issue case
+    python benchmarks/inference.py --base /work/base --backend jax --repeats 3
 """
 from __future__ import annotations
 
@@ -137,10 +144,9 @@ def worker(args) -> None:
 
     import keras
     import numpy as np
-    import tensorflow as tf
     from mrcnn.modeling.maskrcnn import MaskRCNN
 
-    out = {"tree": args.tree}
+    out = {"tree": args.tree, "backend": keras.backend.backend()}
     rng = np.random.RandomState(0)
     if args.task == "case":
         keras.utils.set_random_seed(0)
@@ -166,6 +172,7 @@ def worker(args) -> None:
         # One process, one model: the Keras graph as main ran it (model(inputs)) against
         # the graph detect() runs now (FoldedGraph), alternating call by call, so that load
         # from other processes hits both alike.
+        import tensorflow as tf
         from mrcnn.modeling.fold import FoldedGraph
         keras.utils.set_random_seed(0)
         model = MaskRCNN("inference", _make_config(1024, 1, args.precision), "/tmp/mrcnn_bench_logs")
@@ -215,8 +222,8 @@ def worker(args) -> None:
 # ----------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------
-def _run(tree: str, extra: list) -> dict:
-    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
+def _run(tree: str, extra: list, backend: str = "tensorflow") -> dict:
+    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend)
     cmd = [sys.executable, os.path.join(HERE, "benchmarks", "inference.py"), "--worker",
            "--tree", tree] + extra
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
@@ -226,9 +233,23 @@ def _run(tree: str, extra: list) -> dict:
     raise RuntimeError(f"worker {cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
+def _median(values):
+    return statistics.median(values) if values else None
+
+
+def _fmt(v, spec=".2f"):
+    return "-" if v is None else format(v, spec)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base", default="/work/base", help="baseline checkout (default: %(default)s)")
+    p.add_argument("--base", default="/work/base",
+                   help="checkout the issue's targets are ratios against (default: %(default)s)")
+    p.add_argument("--prev", default=None,
+                   help="optional second baseline checkout, e.g. the main at the start of this work")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow",
+                   help="jax: the issue case on TF, TF+XLA and JAX (this checkout) against the "
+                        "base's TF float32")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds of all workers")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmups", type=int, default=2)
@@ -253,36 +274,57 @@ def main(argv=None) -> None:
         return
 
     base, new = os.path.abspath(args.base), HERE
-    # (label, tree, worker flags); base only runs float32 without XLA, as main did.
-    variants = [("base float32", base, ["--precision", "f32"]),
-                ("float32", new, ["--precision", "f32"]),
-                ("bfloat16", new, ["--precision", "bf16"]),
-                ("float32 XLA", new, ["--precision", "f32", "--xla"])]
-    tp_variants = [v for v in variants if not (args.no_xla_throughput and "--xla" in v[2])]
-    case = {v[0]: [] for v in variants}
-    tput = {(v[0], s): [] for v in variants for s in args.sizes}
+    prev = os.path.abspath(args.prev) if args.prev else None
+    f32, bf16, xla = ["--precision", "f32"], ["--precision", "bf16"], ["--precision", "f32", "--xla"]
+    # Rows: (label, worker flags, Keras backend). Each row runs on this checkout and on
+    # --prev; the base runs float32 on TensorFlow only (its main had no bf16 inference and
+    # the issue's targets are ratios against its float32 time).
+    if args.backend == "jax":
+        rows = [("TF float32", f32, "tensorflow"), ("TF float32 XLA", xla, "tensorflow"),
+                ("JAX float32", f32, "jax")]
+        prev = None
+        if args.only is None:
+            args.only = "case"
+    else:
+        rows = [("float32", f32, "tensorflow"), ("bfloat16", bf16, "tensorflow"),
+                ("float32 XLA", xla, "tensorflow")]
+    tp_rows = [r for r in rows if not (args.no_xla_throughput and "--xla" in r[1])]
+    trees = [("this", new)] + ([("prev", prev)] if prev else [])
+    ref_key = ("base", "float32")
+    case = {}   # (tree label, row label) -> [result per round]
+    tput = {}   # (tree label, row label, size) -> [images/s dict per round]
     extra_info = {}
     t_start = time.time()
+
+    def jobs(row_list):
+        """Alternation order within a round: base, then each row on prev and this."""
+        yield "base", base, ("float32", f32, "tensorflow")
+        for row in row_list:
+            for label, tree in trees[::-1]:
+                yield label, tree, row
+
     for rnd in range(args.rounds):
         if args.only in (None, "case"):
-            for label, tree, flags in variants:
-                want_flops = tree == new and label == "float32" and rnd == 0
+            for tree_label, tree, (row, flags, backend) in jobs(rows):
+                want_flops = tree_label == "this" and row == rows[0][0] and rnd == 0
                 res = _run(tree, flags + ["--task", "case", "--repeats", str(args.repeats),
                                           "--warmups", str(args.warmups)]
-                           + (["--flops"] if want_flops else []))
-                case[label].append(res)
+                           + (["--flops"] if want_flops else []), backend=backend)
+                key = ref_key if tree_label == "base" else (tree_label, row)
+                case.setdefault(key, []).append(res)
                 if want_flops:
                     extra_info = res
-                print(f"[{time.time() - t_start:.0f}s] case {label}: {res['seconds']:.3f} s, "
+                print(f"[{time.time() - t_start:.0f}s] case {tree_label} {row}: {res['seconds']:.3f} s, "
                       f"{res['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         if args.only in (None, "throughput"):
             for size in args.sizes:
-                for label, tree, flags in tp_variants:
+                for tree_label, tree, (row, flags, backend) in jobs(tp_rows):
                     res = _run(tree, flags + ["--task", "throughput", "--size", str(size),
                                               "--repeats", str(args.tp_repeats),
-                                              "--warmups", str(args.tp_warmups)])
-                    tput[(label, size)].append(res["images_per_s"])
-                    print(f"[{time.time() - t_start:.0f}s] throughput {label} {size}: "
+                                              "--warmups", str(args.tp_warmups)], backend=backend)
+                    key = ("base", "float32", size) if tree_label == "base" else (tree_label, row, size)
+                    tput.setdefault(key, []).append(res["images_per_s"])
+                    print(f"[{time.time() - t_start:.0f}s] throughput {tree_label} {row} {size}: "
                           f"{res['images_per_s']}", file=sys.stderr, flush=True)
 
     if args.only == "graph":
@@ -301,20 +343,36 @@ def main(argv=None) -> None:
     import platform
     print(f"\nMask R-CNN CPU inference, R101-FPN, 81 classes, random weights, "
           f"DETECTION_MIN_CONFIDENCE=0; {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"base = {base}; {args.rounds} round(s) alternating base and this checkout; "
+          f"base = {base}" + (f", prev = {prev}" if prev else "") + f"; this = {new}; "
+          f"{args.rounds} round(s) alternating the checkouts; "
           f"load average at the end {os.getloadavg()[0]:.1f}\n")
-    if any(case.values()):
-        base_t = statistics.median(r["seconds"] for r in case["base float32"])
+    if case:
+        base_t = _median([r["seconds"] for r in case[ref_key]])
+        base_rss = _median([r["rss_mb"] for r in case[ref_key]])
         flops = extra_info.get("flops")
-        print(f"detect() of one 1024x768 image (100 detections), median of {args.repeats} after "
-              f"{args.warmups} warm-ups (median over rounds)\n")
-        print("| variant | seconds | x base float32 | peak RSS MB | achieved GFLOP/s |")
-        print("|---|---:|---:|---:|---:|")
-        for label, _, _ in variants:
-            t = statistics.median(r["seconds"] for r in case[label])
-            rss = max(r["rss_mb"] for r in case[label])
-            rate = f"{flops / t / 1e9:.0f}" if flops else "-"
-            print(f"| {label} | {t:.2f} | {t / base_t:.2f} | {rss:.0f} | {rate} |")
+        print(f"detect() of one 1024x768 image (100 detections), seconds, median of {args.repeats} after "
+              f"{args.warmups} warm-ups (median over rounds); base = its float32 on TensorFlow "
+              f"({base_t:.2f} s, peak RSS {base_rss:.0f} MB)\n")
+        head = "| variant | this s | x base |"
+        if prev:
+            head += " prev s | this x prev |"
+        head += " peak RSS MB this |" + (" prev |" if prev else "") + " this GFLOP/s |"
+        print(head)
+        print("|---" * (head.count("|") - 1) + "|")
+        for row, _, _ in rows:
+            runs = case.get(("this", row), [])
+            t = _median([r["seconds"] for r in runs])
+            line = f"| {row} | {_fmt(t)} | {_fmt(t / base_t if t else None)} |"
+            if prev:
+                pt = _median([r["seconds"] for r in case.get(("prev", row), [])])
+                line += f" {_fmt(pt)} | {_fmt(t / pt if t and pt else None)} |"
+            # Median over rounds: the peak moves by up to ~200 MB between identical runs,
+            # with the order in which the executor runs independent branches.
+            line += f" {_median([r['rss_mb'] for r in runs]):.0f} |"
+            if prev:
+                line += f" {_median([r['rss_mb'] for r in case[('prev', row)]]):.0f} |"
+            line += f" {flops / t / 1e9:.0f} |" if flops and t else " - |"
+            print(line)
         if flops:
             print(f"\nFLOPs of the graph at 1024x1024 (counted on the traced graph, a multiply-add = 2; "
                   f"batch 1): {flops / 1e9:.1f} G (= {flops / 2e9:.1f} G multiply-adds). "
@@ -322,21 +380,27 @@ def main(argv=None) -> None:
                   f"GFLOP/s, bfloat16 {extra_info['conv_bf16']:.0f} GFLOP/s; float32 floor "
                   f"{flops / extra_info['conv_f32'] / 1e9:.2f} s, bfloat16 floor "
                   f"{flops / extra_info['conv_bf16'] / 1e9:.2f} s.")
-    if any(tput.values()) and args.only != "case":
+    if tput and args.only != "case":
         batches = sorted({b for v in tput.values() for r in v for b in r}, key=int)
         print(f"\nThroughput of detect() on a batch of N images (IMAGES_PER_GPU = N), images/s, "
               f"median of {args.tp_repeats} after {args.tp_warmups} warm-up(s); in brackets x base "
-              f"float32\n")
+              f"float32" + (" and x prev (same row)" if prev else "") + "\n")
         print("| size | variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
         print("|---|---|" + "---:|" * len(batches))
         for size in args.sizes:
-            for label, _, _ in tp_variants:
-                cells = []
-                for b in batches:
-                    v = statistics.median(r[b] for r in tput[(label, size)])
-                    ref = statistics.median(r[b] for r in tput[("base float32", size)])
-                    cells.append(f"{v:.3f} ({v / ref:.2f}x)")
-                print(f"| {size} | {label} | " + " | ".join(cells) + " |")
+            ref = {b: _median([r[b] for r in tput[("base", "float32", size)]]) for b in batches}
+            print(f"| {size} | base float32 | " + " | ".join(f"{ref[b]:.3f}" for b in batches) + " |")
+            for row, _, _ in tp_rows:
+                for tree_label, _ in trees[::-1]:
+                    cells = []
+                    for b in batches:
+                        v = _median([r[b] for r in tput[(tree_label, row, size)]])
+                        cell = f"{v:.3f} ({v / ref[b]:.2f}x"
+                        if tree_label == "this" and prev:
+                            pv = _median([r[b] for r in tput[("prev", row, size)]])
+                            cell += f", {v / pv:.2f}x prev"
+                        cells.append(cell + ")")
+                    print(f"| {size} | {tree_label} {row} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,41 @@ def test_bf16_inference_dtypes(tmp_path):
     assert r["rois"].dtype == np.int32 and r["scores"].dtype == np.float32 and len(r["scores"]) > 0
 
 
+def _pyramid_casts(graph: tf.Graph, channels: int) -> int:
+    """Casts of 4-D bfloat16 maps with the FPN's channel count to float32 in a graph."""
+    n = 0
+    for op in graph.get_operations():
+        if op.type == "Cast" and op.inputs[0].dtype == tf.bfloat16 and op.outputs[0].dtype == tf.float32:
+            shape = op.inputs[0].shape
+            n += shape.rank == 4 and shape[-1] == channels
+    return n
+
+
+def test_bf16_roi_align_reads_bf16_pyramid(tmp_path):
+    """Under mixed_bfloat16 the folded graph hands P2..P5 to ROIAlign as bfloat16 (no
+    float32 copy of the pyramid); the pooled values are the same, as bf16 -> f32 is exact."""
+    from mrcnn.modeling.roi_align import PyramidROIAlign
+    keras.utils.set_random_seed(6)
+    m = _randomise_bn(unsaturate(MaskRCNN("inference", small_config(
+        MIXED_PRECISION="mixed_bfloat16", DETECTION_MIN_CONFIDENCE=0.0), str(tmp_path))))
+    inputs = _inputs(m, _image())
+    graph = fold.FoldedGraph(m.keras_model)
+    autocast = fold.FoldedGraph(m.keras_model)
+    aligns = [op for op in m.keras_model.operations if isinstance(op, PyramidROIAlign)]
+    assert len(aligns) == 2
+    for op in aligns:
+        del autocast._replace[id(op)]  # Keras' __call__, which casts the maps to float32
+    fn_new = tf.function(lambda x: graph(x))
+    fn_ref = tf.function(lambda x: autocast(x))
+    out, ref = fn_new(inputs), fn_ref(inputs)
+    assert np.asarray(ref[0])[0, :, 4].max() > 0
+    for a, b in zip(ref, out):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+    channels = m.config.TOP_DOWN_PYRAMID_SIZE
+    assert _pyramid_casts(fn_ref.get_concrete_function(inputs).graph, channels) >= 4
+    assert _pyramid_casts(fn_new.get_concrete_function(inputs).graph, channels) == 0
+
+
 def _iou(a, b):
     inter = (a & b).sum()
     union = (a | b).sum()

@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras import layers as KL
 
 from .backbone import BatchNorm
+from .roi_align import PyramidROIAlign
 
 __all__ = ["FoldedGraph", "find_conv_bn_pairs", "fold_conv_bn", "cpu_has_native_bf16",
            "warn_if_no_native_bf16"]
@@ -173,6 +174,21 @@ def _is_plain_conv(layer) -> bool:
             and len(getattr(layer, "_inbound_nodes", [])) >= 1)
 
 
+def _without_autocast(layer):
+    """Call ``layer`` on its inputs as they are, without Keras' cast to its compute dtype.
+
+    For :class:`PyramidROIAlign` under ``mixed_bfloat16``: it is a float32 layer (box
+    arithmetic, float32 output), so ``__call__`` would first cast P2..P5 to float32, a
+    full float32 copy of the pyramid (~90 MB at 1024x1024, once per ROIAlign layer) and
+    a pass over it, and then concatenate the levels in float32. Its ``call`` accepts
+    any float dtype and gathers only the sampled rows before casting them to float32;
+    a bfloat16 value cast to float32 is exact, so the pooled output is the same.
+    """
+    def run(inputs, **_ignored):
+        return layer.call(inputs)
+    return run
+
+
 def _nested(graph: "FoldedGraph"):
     def run(inputs, **_ignored):
         return graph(keras.tree.flatten(inputs))
@@ -200,6 +216,8 @@ class FoldedGraph:
                 continue
             if _is_plain_conv(op):
                 self._replace[id(op)] = _folded_conv_fn(op)
+            elif isinstance(op, PyramidROIAlign):
+                self._replace[id(op)] = _without_autocast(op)
             elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
                 # A nested functional model (Matterport's rpn_model): its convolutions too.
                 self._replace[id(op)] = _nested(FoldedGraph(op))

@@ -222,3 +222,35 @@ def test_batches_arrive_on_each_replica_device_under_mirrored_strategy(tmp_path)
     out = subprocess.run([sys.executable, str(script)], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0 and "DEVICES OK" in out.stdout, out.stderr[-4000:]
+
+
+_UNGUARDED = textwrap.dedent('''
+    import os, sys
+    with open(sys.argv[1], "a") as f:  # top-level code: a spawned worker would run it again
+        f.write(str(os.getpid()) + "\\n")
+    from mrcnn.data.pipeline import InputPipeline
+    from samples.shapes.shapes import ShapesConfig, make_datasets
+
+    class Cfg(ShapesConfig):
+        IMAGES_PER_GPU = 2
+        MAX_GT_INSTANCES = 6
+
+    train, _ = make_datasets(4, 1, seed=2)
+    pipe = InputPipeline(train, Cfg(), seed=4)
+    (x,) = next(iter(pipe.dataset_fn(num_parallel_calls=2)))
+    print("BATCH", tuple(x[0].shape), "POOLS", len(pipe._pools), flush=True)
+''')
+
+
+def test_script_without_main_guard_loads_in_threads_and_runs_once(tmp_path):
+    """spawn re-runs the main script in each worker: an unguarded one (which would train again
+    there) gets threads and a message saying why."""
+    script, marker = tmp_path / "unguarded.py", tmp_path / "runs.txt"
+    script.write_text(_UNGUARDED)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, str(script), str(marker)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "POOLS 0" in out.stdout and "BATCH (2, 128, 128, 3)" in out.stdout, out.stdout
+    assert f"the script {script} has no" in out.stderr and "guard" in out.stderr, out.stderr[-2000:]
+    assert len(marker.read_text().split()) == 1

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -182,6 +183,15 @@ def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
             "notebook or REPL), which worker processes cannot import; loading in threads instead, which scale "
             "less because of the GIL. Move the class to a .py module to use worker processes, or pass "
             "worker_mode='thread' to silence this")
+    script = unguarded_main_script()
+    if script is not None:
+        # spawn runs the parent's main script in every worker before the first sample; without
+        # the guard that would build a model and train again inside each worker.
+        raise PoolUnavailable(
+            f"the script {script} has no `if __name__ == \"__main__\":` guard, and every worker process "
+            f"would run it again (training included); loading in threads instead, which scale less because "
+            f"of the GIL. Put the script's top-level code under that guard to use worker processes, or pass "
+            f"worker_mode='thread' to silence this")
     key = (hashlib.sha256(payload).hexdigest(), max(1, int(processes)))
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
@@ -195,6 +205,28 @@ def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
             _, old = _POOLS.popitem(last=False)
             old.shutdown(wait=False, cancel_futures=True)
         return pool
+
+
+_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def unguarded_main_script() -> Optional[str]:
+    """Path of the running script if it lacks an ``if __name__ == "__main__":`` guard, else None.
+
+    Spawned workers execute the main script (as ``__mp_main__``) to recreate its globals, so
+    an unguarded script's top-level code, ``model.train(...)`` included, would run once per
+    worker. Notebooks and REPLs have no main file and are not affected.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py") or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            source = f.read()
+    except OSError:
+        return None
+    return None if _GUARD.search(source) else path
 
 
 def shutdown_pools() -> None:

@@ -246,8 +246,9 @@ def mold_image_fast(image: np.ndarray, config) -> np.ndarray:
         return mold_image(image, config).astype(np.float32)
     lut = _mold_table(tuple(mean.tolist()))  # [256, C]
     channels = image.shape[2]
-    if _cv2 is not None and channels in (1, 3, 4):
-        out = _cv2.LUT(np.ascontiguousarray(image), lut.reshape(256, 1, channels))
+    cv2 = _opencv()
+    if cv2 is not None and channels in (1, 3, 4):
+        out = cv2.LUT(np.ascontiguousarray(image), lut.reshape(256, 1, channels))
         return out.reshape(image.shape)  # cv2 drops a single channel's axis
     out = np.empty(image.shape, np.float32)
     for c in range(channels):
@@ -263,7 +264,12 @@ def _mold_table(mean: tuple) -> np.ndarray:
     return table
 
 
-try:  # an optional accelerator: imgaug and albumentations bring it
-    import cv2 as _cv2
-except ImportError:  # pragma: no cover - depends on the environment
-    _cv2 = None
+@functools.lru_cache(maxsize=1)
+def _opencv():
+    """OpenCV if installed (imgaug and albumentations bring it), else None. Imported on first
+    use: only the training process molds, and the import costs each worker ~25 MB."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return cv2

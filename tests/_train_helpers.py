@@ -50,3 +50,23 @@ class TinyConfig(ShapesConfig):
 
 def tiny_datasets(n_train: int = 8, n_val: int = 2, seed: int = 0):
     return make_datasets(n_train, n_val, size=128, seed=seed)
+
+
+HEADS_WATCH = ("tiny_c1", "tiny_c5", "fpn_c5p5", "rpn_model", "mrcnn_class_logits")
+
+
+def layer_weights(model, names=HEADS_WATCH) -> dict:
+    """Copies of the weights of the named layers (inner layer of a TimeDistributed wrapper)."""
+    import numpy as np
+    return {layer.name: [np.array(w, copy=True) for w in getattr(layer, "layer", layer).get_weights()]
+            for layer in model.keras_model.layers if layer.name in names}
+
+
+def assert_only_heads_trained(before: dict, after: dict) -> None:
+    """The "heads" preset: the tiny backbone unchanged, FPN/RPN/classifier changed. (The mask and
+    box heads only learn once proposals overlap objects: not after a few random steps.)"""
+    import numpy as np
+    for name in ("tiny_c1", "tiny_c5"):
+        assert all(np.array_equal(a, b) for a, b in zip(before[name], after[name])), name
+    for name in ("fpn_c5p5", "rpn_model", "mrcnn_class_logits"):
+        assert any(not np.array_equal(a, b) for a, b in zip(before[name], after[name])), name

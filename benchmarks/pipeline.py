@@ -21,7 +21,8 @@ Rows:
   - CPU ms per image in the training process and in the worker processes (1 and 2 workers,
     no augmentation): on a 2-core machine the training process's share runs on the cores the
     workers need, which caps the 1 -> 2 worker scaling at about 2 w / (w + m);
-  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process.
+  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process;
+  - with ``--stream``: ``TrainingStream`` (``train()``'s input on JAX, no tf.data) with 1 and 2 workers.
 The machine may be shared: only the ratios of one run mean much.
 """
 from __future__ import annotations
@@ -210,6 +211,22 @@ def _dataset_rate(pipe, workers, n: int):
     return rate, worker_rss, main_ms, worker_ms
 
 
+def _stream_rate(pipe, workers: int, n: int) -> float:
+    """images/s of ``TrainingStream`` (the input of train() on JAX/PyTorch: no tf.data)."""
+    from mrcnn.data.pydataset import TrainingStream
+    stream = TrainingStream(pipe, batch_size=2, parallel=workers)
+    for k in range(4):  # warm-up, as for dataset_fn
+        stream[k]
+    batches = max(1, n // 2)
+    t = time.perf_counter()
+    for k in range(batches):
+        stream[k]
+    rate = 2 * batches / (time.perf_counter() - t)
+    stream.close()
+    pipe.close()
+    return rate
+
+
 def _worker_cpu(pipe) -> float:
     """CPU seconds used so far by the pipeline's worker processes (0 without processes)."""
     total = 0.0
@@ -241,6 +258,8 @@ def child(task: str, samples: int) -> dict:
     out = {}
     if kind == "sample":
         out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
+    elif kind == "stream":
+        out["rate"] = _stream_rate(pipe, int(arg), samples)
     else:
         (out["rate"], out["worker_rss_mb"], out["main_cpu_ms"],
          out["worker_cpu_ms"]) = _dataset_rate(pipe, arg if arg == "all" else int(arg), samples)
@@ -272,6 +291,8 @@ def main() -> None:
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
     ap.add_argument("--only-scaling", action="store_true",
                     help="only dataset_fn with 1 and 2 workers, no augmentation (more repeats in less time)")
+    ap.add_argument("--stream", action="store_true",
+                    help="also TrainingStream (train()'s input on JAX/PyTorch) with 1 and 2 workers")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -292,8 +313,11 @@ def main() -> None:
                   ("workers:2:none:thread", False),
                   ("workers:1:imgaug", False), ("workers:2:imgaug", False),
                   ("workers:1:albumentations", False), ("workers:2:albumentations", False)]
+    if args.stream:
+        tasks += [("stream:1:none", False), ("stream:2:none", False)]
     if args.only_scaling:
-        tasks = [("workers:1:none", False), ("workers:2:none", False)]
+        tasks = [("workers:1:none", False), ("workers:2:none", False)] + (
+            [("stream:1:none", False), ("stream:2:none", False)] if args.stream else [])
     results = {(t, k): [] for t, _ in tasks for k in trees}
     for r in range(args.repeats):
         for task, one_core in tasks:
@@ -331,6 +355,8 @@ def main() -> None:
         if parts[0] == "sample":
             row(f"images/s, one core, sample(), aug {parts[2]}", task, "rate", ".2f")
             row(f"images per CPU-second, sample(), aug {parts[2]}", task, "cpu_rate", ".2f")
+        elif parts[0] == "stream":
+            row(f"images/s, TrainingStream (no tf.data), {parts[1]} workers", task, "rate", ".2f")
         else:
             mode = f", {parts[3]} mode" if len(parts) > 3 else ""
             row(f"images/s, dataset_fn, {parts[1]} workers, aug {parts[2]}{mode}", task, "rate", ".2f")

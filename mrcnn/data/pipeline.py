@@ -245,24 +245,25 @@ class InputPipeline:
             seed = -1 if self.seed is None else (self.seed * 7_919 + epoch * 1_000_003 + pos) % (2 ** 31)
             with self._lock:
                 if self._closed:
-                    closed = self._closed_result(image_id)
-                    return (np.zeros(closed[0].shape, np.float32),) + closed[1:]
+                    return self._molded(self._closed_result(image_id))
                 self._in_flight += 1
             try:
                 self._local.pool = pool
-                out = self.sample(image_id, seed)
-                # Molded here rather than in TF ops after batching: a table lookup costs the
-                # training process ~2 ms an image instead of ~12 for TF's broadcast float64
-                # subtraction, and the training process's share of the per-image work is what
-                # limits the scaling with worker processes.
-                image = mold_image_fast(out[0], self.config) if out[7] == STATUS_OK else \
-                    np.zeros(out[0].shape, np.float32)
-                return (image,) + tuple(out[1:])
+                return self._molded(self.sample(image_id, seed))
             finally:
                 with self._lock:
                     self._in_flight -= 1
 
         return fetch
+
+    def _molded(self, out):
+        """``sample()``'s outputs with the image molded (float32 zeros for a sample that is
+        dropped). Molded here rather than in TF ops after batching: a table lookup costs the
+        training process ~2 ms an image instead of ~12 for TF's broadcast float64 subtraction,
+        and the training process's share of the per-image work limits the worker scaling."""
+        image = mold_image_fast(out[0], self.config) if out[7] == STATUS_OK else \
+            np.zeros(out[0].shape, np.float32)
+        return (image,) + tuple(out[1:])
 
     def _closed_result(self, image_id: int):
         return self._empty() + (np.int32(STATUS_CLOSED), np.int64(image_id), b"closed")

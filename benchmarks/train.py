@@ -34,6 +34,7 @@ and with imgaug augmentation, in images/s, against the model step (this checkout
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -98,11 +99,14 @@ def worker(root: str, case: str, xla: bool, init_weights: str = "") -> int:
     elif init_weights:
         model.keras_model.save_weights(init_weights)
     model.set_trainable("all", verbose=0)
-    optimizer = keras.optimizers.SGD(learning_rate=0.001, momentum=config.LEARNING_MOMENTUM,
-                                     global_clipnorm=config.GRADIENT_CLIP_NORM)
-    # jit_compile is TensorFlow's XLA switch; JAX always compiles the step ("auto" = jax.jit).
-    jit = xla if keras.backend.backend() == "tensorflow" else "auto"
-    model.keras_model.compile(optimizer=optimizer, jit_compile=jit)
+    # The checkout's own compile(): Matterport's SGD as train() builds it (its optimizer may
+    # differ between checkouts). Older checkouts' compile() has no XLA switch.
+    if "jit_compile" in inspect.signature(model.compile).parameters:
+        model.compile(0.001, config.LEARNING_MOMENTUM, jit_compile=xla)
+    elif xla:
+        raise SystemExit(f"{root}: this checkout's compile() has no XLA switch")
+    else:
+        model.compile(0.001, config.LEARNING_MOMENTUM)
     batch = synthetic_batch(config, batch_size=config.BATCH_SIZE)
     t = time.perf_counter()
     logs = model.keras_model.train_on_batch(batch, return_dict=True)

@@ -146,9 +146,19 @@ def _folded_conv_fn(conv, bn=None):
         flat = x
         if isinstance(conv, KL.TimeDistributed):
             # [B, N, h, w, c] -> [B*N, h, w, c]: the ROI axis is a batch axis here.
-            flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
-        y = tf.nn.conv2d(flat, tf.cast(kernel, dtype), strides=[1] + strides + [1],
-                         padding=padding, dilations=[1] + dilations + [1])
+            inner_dims = x.shape[2:]
+            flat = tf.reshape(x, [-1] + list(inner_dims) if inner_dims.is_fully_defined()
+                              else tf.concat([[-1], tf.shape(x)[2:]], 0))
+        kernel = tf.cast(kernel, dtype)
+        if _covers_input(inner, flat):
+            # The classifier's 7x7 "fully connected" convolution: a matrix product, as in
+            # heads.py (oneDNN's convolution with a 1x1 output is ~1.3-2.7x slower).
+            k_h, k_w, c_in, c_out = kernel.shape
+            y = tf.matmul(tf.reshape(flat, [-1, k_h * k_w * c_in]), tf.reshape(kernel, [-1, c_out]))
+            y = tf.reshape(y, [-1, 1, 1, c_out])
+        else:
+            y = tf.nn.conv2d(flat, kernel, strides=[1] + strides + [1],
+                             padding=padding, dilations=[1] + dilations + [1])
         # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
         if bias is not None:
             y = tf.nn.bias_add(y, tf.cast(bias, dtype))
@@ -162,6 +172,13 @@ def _folded_conv_fn(conv, bn=None):
         return y
 
     return run
+
+
+def _covers_input(conv, x) -> bool:
+    """A valid, unit-stride convolution whose kernel is as large as its (static) input."""
+    return (conv.padding == "valid" and tuple(conv.strides) == (1, 1)
+            and tuple(conv.dilation_rate) == (1, 1)
+            and tuple(x.shape[1:3]) == tuple(conv.kernel_size))
 
 
 def _identity(x, **_ignored):
@@ -195,22 +212,58 @@ def _nested(graph: "FoldedGraph"):
     return run
 
 
+def bn_is_affine(bn, training: bool) -> bool:
+    """Whether ``bn`` (possibly inside ``TimeDistributed``) normalises with its moving
+    statistics in a call with ``training``: then it is a per-channel affine map that can
+    be folded into the convolution before it. Matterport's ``TRAIN_BN = False`` fixes it
+    so; Keras' BatchNormalization also uses them when the layer is not trainable."""
+    inner = _inner(bn)
+    fixed = getattr(inner, "fixed_training", None)
+    effective = training if fixed is None else fixed
+    return not (effective and inner.trainable)
+
+
+def _pair_fns(conv, bn, training: bool):
+    """Replacements for a conv+BN pair: folded while the BN is an affine map (decided
+    when the graph is traced, so ``set_trainable`` + recompile takes effect), else the
+    two layers as they are."""
+    folded = _folded_conv_fn(conv, bn)
+
+    def run_conv(x, **kwargs):
+        return folded(x) if bn_is_affine(bn, training) else conv(x, **kwargs)
+
+    def run_bn(x, **kwargs):
+        return x if bn_is_affine(bn, training) else bn(x, training=training)
+
+    return run_conv, run_bn
+
+
 class FoldedGraph:
-    """Runs a functional Keras model in inference mode with conv+BN pairs folded.
+    """Runs a functional Keras model with conv+BN pairs folded.
 
     ``FoldedGraph(model)(inputs)`` returns the same outputs as
     ``model(inputs, training=False)`` (to float32 rounding), with every pair of
     :func:`find_conv_bn_pairs` computed as one convolution. The model itself is not
     changed. Call it inside a ``tf.function``.
+
+    ``training=True`` runs the training graph (layers get ``training=True``): pairs whose
+    BatchNorm is frozen (:func:`bn_is_affine`) are folded there too. The folded kernel is
+    a differentiable function of the conv kernel and bias and the BN's gamma and beta, so
+    all four get the gradients they get unfolded; the step saves the BatchNorm's forward
+    and backward passes over every feature map, and the bias is added by ``BiasAdd``.
     """
 
-    def __init__(self, keras_model: keras.Model) -> None:
+    def __init__(self, keras_model: keras.Model, training: bool = False) -> None:
         self.keras_model = keras_model
+        self.training = bool(training)
         self.pairs = find_conv_bn_pairs(keras_model)
         self._replace: Dict[int, Any] = {}
         for conv, bn in self.pairs.values():
-            self._replace[id(conv)] = _folded_conv_fn(conv, bn)
-            self._replace[id(bn)] = _identity
+            if self.training:
+                self._replace[id(conv)], self._replace[id(bn)] = _pair_fns(conv, bn, True)
+            else:
+                self._replace[id(conv)] = _folded_conv_fn(conv, bn)
+                self._replace[id(bn)] = _identity
         for op in keras_model.operations:
             if id(op) in self._replace:
                 continue
@@ -220,13 +273,13 @@ class FoldedGraph:
                 self._replace[id(op)] = _without_autocast(op)
             elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
                 # A nested functional model (Matterport's rpn_model): its convolutions too.
-                self._replace[id(op)] = _nested(FoldedGraph(op))
+                self._replace[id(op)] = _nested(FoldedGraph(op, training=self.training))
 
     def _operation_fn(self, op):
         if id(op) in self._replace:
             return self._replace[id(op)]
         if getattr(op, "_call_has_training_arg", False):
-            return functools.partial(op, training=False)
+            return functools.partial(op, training=self.training)
         return op
 
     def __call__(self, inputs: Sequence[Any]) -> List[Any]:

@@ -181,6 +181,24 @@ class MaskRCNNTrainingModel(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.mrcnn_config = mrcnn_config
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in LOSS_NAMES]
+        self._folded_training = None  # fold.FoldedGraph of the training graph, built on first use
+        # False: training steps run Keras' own executor (BatchNorm unfolded); set before compile().
+        self.fold_frozen_batchnorm = True
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # On TensorFlow a training step runs the graph with each frozen BatchNorm folded
+        # into the convolution before it (fold.FoldedGraph): same function of the same
+        # variables, without the BatchNorm's passes over the feature maps forward and
+        # backward. Other calls (inference-mode, masks, other backends) are Keras' own.
+        no_mask = mask is None or all(m is None for m in keras.tree.flatten(mask))
+        if training and no_mask and not kwargs and keras.backend.backend() == "tensorflow" \
+                and self.fold_frozen_batchnorm:
+            from .fold import FoldedGraph
+            if getattr(self, "_folded_training", None) is None:
+                self._folded_training = FoldedGraph(self, training=True)
+            outputs = self._folded_training(self._standardize_inputs(inputs))
+            return outputs[0] if len(outputs) == 1 else outputs
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def loss_terms(self, y_pred) -> Dict[str, Any]:
         """The weighted losses by name (the last five outputs), float32 scalars."""
@@ -193,10 +211,14 @@ class MaskRCNNTrainingModel(keras.Model):
         """Matterport's L2 term: ``WEIGHT_DECAY * sum(w**2) / size(w)`` per trainable
         weight, skipping BatchNorm gamma and beta (so kernels and biases decay)."""
         decay = float(getattr(self.mrcnn_config, "WEIGHT_DECAY", 0.0) or 0.0)
-        terms = [decay * ops.sum(ops.square(ops.cast(w, "float32"))) / float(np.prod(w.shape))
-                 for w in self.trainable_weights
-                 if w.name not in ("gamma", "beta")]
-        return _add_n(terms)
+        weights = [w for w in self.trainable_weights if w.name not in ("gamma", "beta")]
+        if keras.backend.backend() == "tensorflow":
+            # TF's L2Loss (sum(w**2) / 2) reduces in one pass; square-then-sum writes a
+            # weight-sized temporary for each of the ~44 M weights of a ResNet-50 FPN.
+            return _add_n([(2.0 * decay / float(np.prod(w.shape))) * tf.nn.l2_loss(tf.cast(w, tf.float32))
+                           for w in weights])
+        return _add_n([decay * ops.sum(ops.square(ops.cast(w, "float32"))) / float(np.prod(w.shape))
+                       for w in weights])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y_pred)
@@ -507,8 +529,9 @@ class MaskRCNN(object):
         """
         if self.mode != "training":
             raise ValueError("compile() needs a model built in 'training' mode")
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
+        from mrcnn.engine.optimizer import MatterportSGD
+        optimizer = MatterportSGD(learning_rate=learning_rate, momentum=momentum,
+                                  global_clipnorm=self.config.GRADIENT_CLIP_NORM)
         jit = bool(jit_compile) if keras.backend.backend() == "tensorflow" else "auto"
         self.keras_model.compile(optimizer=optimizer, jit_compile=jit)
 

@@ -5,8 +5,8 @@
     python benchmarks/train.py --pipeline [--steps 10] [--repeats 3]
 
 Step mode (default). For every case one worker process per variant builds the training
-model with ``keras.utils.set_random_seed(0)``, compiles it (SGD, Matterport's clipping),
-takes one step to trace/compile and then times ``train_on_batch`` on one fixed synthetic
+model with ``keras.utils.set_random_seed(0)``, compiles it with its checkout's own
+``MaskRCNN.compile`` (Matterport's SGD as ``train()`` builds it there), takes one step to trace/compile and then times ``train_on_batch`` on one fixed synthetic
 batch (the data pipeline is excluded). The variants are
 
 - ``baseline``: the ``--baseline`` checkout (default ``../base``, the previous main),

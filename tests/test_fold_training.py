@@ -4,6 +4,8 @@ MaskRCNNTrainingModel runs its training graph through fold.FoldedGraph(training=
 these tests compare it with Keras' own execution of the same graph (the unfolded
 layers) on a ResNet-50 model at 128 px: same losses, same gradients.
 """
+import re
+
 import numpy as np
 import pytest
 import keras
@@ -11,7 +13,7 @@ import tensorflow as tf
 
 from _model_helpers import small_config, synthetic_batch
 from mrcnn import model as modellib
-from mrcnn.modeling.fold import bn_is_affine
+from mrcnn.modeling.fold import bn_is_affine, fold_pays_in_training
 from mrcnn.modeling.maskrcnn import MaskRCNNTrainingModel
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fold is TF-only")
@@ -46,6 +48,10 @@ def _losses_and_grads(km, batch, folded: bool):
     return [float(np.mean(v)) for v in out[0]], float(out[1]), [np.asarray(g) for g in out[2]], types, names
 
 
+def _has_bn(op_names: str, layer: str) -> bool:
+    return re.search(rf"/{layer}(_\d+)?/batchnorm", op_names) is not None
+
+
 def test_folded_training_graph_gives_the_same_losses_and_gradients(tmp_path):
     model = _model(tmp_path)
     km = model.keras_model
@@ -70,8 +76,12 @@ def test_folded_training_graph_gives_the_same_losses_and_gradients(tmp_path):
     assert errors[worst] < 1e-2, (worst, errors[worst])
     assert np.median(list(errors.values())) < 1e-4
     assert any("gamma" in n for n in names_of)
-    # The BatchNorm passes are gone from the folded step (kept in Keras' execution).
-    assert "batchnorm" in plain_names and "batchnorm" not in names
+    # The BatchNorm passes of the early, large feature maps are gone from the folded step
+    # (kept in Keras' execution); stage 5 at 128 px has more kernel than feature map, and
+    # folding would cost more there (fold.fold_pays_in_training), so its BatchNorms stay.
+    assert _has_bn(plain_names, "bn_conv1") and not _has_bn(names, "bn_conv1")
+    assert _has_bn(plain_names, "bn2a_branch2a") and not _has_bn(names, "bn2a_branch2a")
+    assert _has_bn(names, "bn5a_branch2b")
     assert "BiasAdd" in types
 
 
@@ -98,3 +108,16 @@ def test_frozen_layers_fold_by_trainable_flag(tmp_path):
     # its moving statistics in Keras 3: foldable; a trainable head BatchNorm is not.
     assert bn_is_affine(km.get_layer("bn_conv1"), training=True)
     assert not bn_is_affine(km.get_layer("mrcnn_mask_bn1"), training=True)
+
+
+def test_fold_pays_where_the_feature_map_outweighs_the_kernel():
+    import keras.layers as KL
+    conv = KL.Conv2D(512, 3, padding="same")
+    conv.build((None, 4, 4, 512))
+    assert not fold_pays_in_training(conv, keras.KerasTensor((None, 4, 4, 512)))    # 8 K outputs, 2.4 M kernel
+    assert fold_pays_in_training(conv, keras.KerasTensor((None, 64, 64, 512)))      # 2.1 M outputs
+    assert fold_pays_in_training(conv, keras.KerasTensor((None, None, None, 512)))  # unknown: fold
+    td = KL.TimeDistributed(KL.Conv2D(256, 3, padding="same"))
+    td.build((None, 100, 14, 14, 256))
+    assert fold_pays_in_training(td, keras.KerasTensor((None, 100, 14, 14, 256)))   # ROIs count as outputs
+    assert not fold_pays_in_training(td, keras.KerasTensor((None, 2, 14, 14, 256)))

@@ -30,6 +30,7 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
@@ -223,17 +224,41 @@ def bn_is_affine(bn, training: bool) -> bool:
     return not (effective and inner.trainable)
 
 
+def fold_pays_in_training(conv, x) -> bool:
+    """Whether folding this pair saves work in a training step, from static shapes.
+
+    Unfolded, the BatchNorm costs ~6 passes over the convolution's output (scale and
+    shift forward; input, gamma and beta gradients backward). Folded, it costs ~4 passes
+    over the kernel (scale it; the kernel's and gamma's gradients). Deep layers of a
+    small image (ResNet stage 5 at 128 px: a 4x4x2048 output, a 1x1x512x2048 kernel)
+    have far more kernel than output, so they stay unfolded; at 1024 px every pair folds.
+    Unknown sizes count as large (fold)."""
+    inner = _inner(conv)
+    dims = list(x.shape[1:])
+    if isinstance(conv, KL.TimeDistributed):
+        dims = [dims[0]] + list(inner.compute_output_shape((None,) + tuple(dims[1:]))[1:])
+    else:
+        dims = list(inner.compute_output_shape((None,) + tuple(dims))[1:])
+    if any(d is None for d in dims):
+        return True
+    outputs = int(np.prod(dims))  # per image
+    kernel = int(np.prod(inner.kernel.shape))
+    return 6 * outputs >= 4 * kernel
+
+
 def _pair_fns(conv, bn, training: bool):
-    """Replacements for a conv+BN pair: folded while the BN is an affine map (decided
-    when the graph is traced, so ``set_trainable`` + recompile takes effect), else the
-    two layers as they are."""
+    """Replacements for a conv+BN pair: folded while the BN is an affine map and (in
+    training) folding pays (both decided when the graph is traced, so ``set_trainable``
+    + recompile takes effect), else the two layers as they are."""
     folded = _folded_conv_fn(conv, bn)
+    decided = {}  # the conv's decision, read by its BN right after it in the same trace
 
     def run_conv(x, **kwargs):
-        return folded(x) if bn_is_affine(bn, training) else conv(x, **kwargs)
+        decided["fold"] = bn_is_affine(bn, training) and (not training or fold_pays_in_training(conv, x))
+        return folded(x) if decided["fold"] else conv(x, **kwargs)
 
     def run_bn(x, **kwargs):
-        return x if bn_is_affine(bn, training) else bn(x, training=training)
+        return x if decided["fold"] else bn(x, training=training)
 
     return run_conv, run_bn
 

@@ -47,6 +47,8 @@ def test_momentum_slots_match_keras_sgd():
     for a, b in zip(new_opt.variables, ref_opt.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     assert MatterportSGD.from_config(new_opt.get_config()).get_config() == new_opt.get_config()
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(new_opt))
+    assert type(restored) is MatterportSGD
 
 
 def test_non_finite_gradient_makes_weights_nan_like_keras():

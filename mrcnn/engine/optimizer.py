@@ -34,6 +34,7 @@ def _on_tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
+@keras.saving.register_keras_serializable(package="mrcnn")
 class MatterportSGD(keras.optimizers.SGD):
     """``keras.optimizers.SGD`` (momentum, ``global_clipnorm``) with a fused TF update.
 

@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 from keras import layers as KL
 
+from . import winograd
 from .backbone import BatchNorm
 from .roi_align import PyramidROIAlign
 
@@ -122,37 +123,62 @@ def fold_conv_bn(conv, bn, gate=None) -> Tuple[tf.Tensor, tf.Tensor]:
     return kernel * scale, bias
 
 
-def _folded_conv_fn(conv, bn=None):
+def _folded_conv_fn(conv, bn=None, use_winograd: bool = False):
     """A callable ``x -> conv(x)`` (then BN when ``bn`` is given) as one convolution.
 
     Without ``bn`` this is the layer's own convolution, bias and activation, written with
     ``tf.nn.bias_add``: Keras adds the bias with a broadcast ``add``, which grappler's
     remapper does not fuse, so each Keras convolution costs one more pass over its output.
+
+    With ``use_winograd`` (float32 3x3 stride-1 'same' convolutions, see
+    :func:`.winograd.is_winograd_conv`) the convolution is :func:`.winograd.winograd_conv3x3`
+    with F(6x6, 3x3) tiles on image maps and F(4x4, 3x3) on ROI batches; its transformed
+    kernel is computed from the (folded) kernel at every call, like the fold itself.
     """
     inner = _inner(conv)
     strides = list(inner.strides)
     dilations = list(inner.dilation_rate)
     padding = inner.padding.upper()
     activation = inner.activation
+    has_activation = bn is None and activation not in (None, keras.activations.linear)
+    tile = winograd.ROI_TILE if isinstance(conv, KL.TimeDistributed) else winograd.MAP_TILE
 
     def run(x, **_ignored):
+        # Ops named after the layer: profiles and benchmarks/inference.py's FLOP shares.
+        with tf.name_scope(conv.name):
+            return run_conv(x)
+
+    def run_conv(x):
         dtype = inner.compute_dtype
+        fast = use_winograd and not winograd.in_xla_context()
         if bn is not None:
             kernel, bias = fold_conv_bn(conv, bn, gate=x)
         else:
             kernel = inner.kernel
             bias = inner.bias if inner.use_bias else None
+            if fast:
+                # The kernel transform must wait for the input like the folds (see
+                # fold_conv_bn), or every transformed kernel is made at graph start and
+                # held until its convolution.
+                kernel = kernel * tf.cast(tf.shape(x)[0] >= 0, kernel.dtype)
         x = tf.cast(x, dtype)
         flat = x
         if isinstance(conv, KL.TimeDistributed):
             # [B, N, h, w, c] -> [B*N, h, w, c]: the ROI axis is a batch axis here.
             flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
-        y = tf.nn.conv2d(flat, tf.cast(kernel, dtype), strides=[1] + strides + [1],
-                         padding=padding, dilations=[1] + dilations + [1])
-        # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
-        if bias is not None:
-            y = tf.nn.bias_add(y, tf.cast(bias, dtype))
-        if bn is None and activation not in (None, keras.activations.linear):
+        if fast:
+            relu = has_activation and activation is keras.activations.relu
+            y = winograd.winograd_conv3x3(flat, winograd.transform_kernel(kernel, tile), tile,
+                                          bias=bias, relu=relu)
+            activation_left = has_activation and not relu
+        else:
+            y = tf.nn.conv2d(flat, tf.cast(kernel, dtype), strides=[1] + strides + [1],
+                             padding=padding, dilations=[1] + dilations + [1])
+            # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
+            if bias is not None:
+                y = tf.nn.bias_add(y, tf.cast(bias, dtype))
+            activation_left = has_activation
+        if activation_left:
             y = activation(y)
         if isinstance(conv, KL.TimeDistributed):
             lead = tf.shape(x)[:2]
@@ -202,25 +228,43 @@ class FoldedGraph:
     ``model(inputs, training=False)`` (to float32 rounding), with every pair of
     :func:`find_conv_bn_pairs` computed as one convolution. The model itself is not
     changed. Call it inside a ``tf.function``.
+
+    ``use_winograd`` (default: on unless ``MRCNN_WINOGRAD=0``): the float32 3x3 stride-1
+    'same' convolutions with >= 128 input and output channels run as Winograd F(6x6, 3x3)
+    (F(4x4, 3x3) in the ROI heads), see :mod:`.winograd`; ``winograd_convs`` lists them.
     """
 
-    def __init__(self, keras_model: keras.Model) -> None:
+    def __init__(self, keras_model: keras.Model, use_winograd: Optional[bool] = None) -> None:
         self.keras_model = keras_model
+        if use_winograd is None:
+            use_winograd = winograd.winograd_enabled()
+        self.use_winograd = use_winograd
         self.pairs = find_conv_bn_pairs(keras_model)
+        self.winograd_convs: List[str] = []  # names of the convolutions run as Winograd
         self._replace: Dict[int, Any] = {}
+
+        def conv_fn(conv, bn=None):
+            inner = _inner(conv)
+            fast = use_winograd and winograd.is_winograd_conv(inner, inner.compute_dtype)
+            if fast:
+                self.winograd_convs.append(conv.name)
+            return _folded_conv_fn(conv, bn, use_winograd=fast)
+
         for conv, bn in self.pairs.values():
-            self._replace[id(conv)] = _folded_conv_fn(conv, bn)
+            self._replace[id(conv)] = conv_fn(conv, bn)
             self._replace[id(bn)] = _identity
         for op in keras_model.operations:
             if id(op) in self._replace:
                 continue
             if _is_plain_conv(op):
-                self._replace[id(op)] = _folded_conv_fn(op)
+                self._replace[id(op)] = conv_fn(op)
             elif isinstance(op, PyramidROIAlign):
                 self._replace[id(op)] = _without_autocast(op)
             elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
                 # A nested functional model (Matterport's rpn_model): its convolutions too.
-                self._replace[id(op)] = _nested(FoldedGraph(op))
+                nested = FoldedGraph(op, use_winograd=use_winograd)
+                self.winograd_convs += nested.winograd_convs
+                self._replace[id(op)] = _nested(nested)
 
     def _operation_fn(self, op):
         if id(op) in self._replace:

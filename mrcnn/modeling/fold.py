@@ -18,6 +18,12 @@ kernels per call (~60 M values for R101-FPN, a few tens of ms against seconds of
 convolutions) and means a folded graph is never stale after new weights are loaded,
 however they are loaded.
 
+Winograd (float32): the 3x3 stride-1 'same' convolutions with >= 128 input and output
+channels run as Winograd F(6x6, 3x3) (F(4x4, 3x3) in the ROI heads), about 2.2x fewer
+multiplies for the whole graph; see :mod:`.winograd`. Their transformed kernels are
+computed from the live (folded) kernels in the graph, like the folds. Not under bfloat16 or
+XLA; ``MRCNN_WINOGRAD=0`` turns it off.
+
 bfloat16: when the model is built under Keras' ``mixed_bfloat16`` policy its
 convolution and dense layers compute in bfloat16 while the box layers (proposals,
 ROIAlign, detections) are float32 layers; :class:`FoldedGraph` folds in float32 and
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
@@ -143,6 +150,18 @@ def _folded_conv_fn(conv, bn=None, use_winograd: bool = False):
     has_activation = bn is None and activation not in (None, keras.activations.linear)
     tile = winograd.ROI_TILE if isinstance(conv, KL.TimeDistributed) else winograd.MAP_TILE
 
+    # Transformed kernel per traced graph: a layer called several times in one graph (the
+    # RPN's shared conv, once per pyramid level) transforms its kernel once. Five copies
+    # (33 MB each for 256->512 in F(6x6)) would otherwise be made as soon as P2..P6 exist
+    # and held until each level's turn.
+    transformed = weakref.WeakKeyDictionary()
+
+    def winograd_kernel(kernel):
+        graph = tf.compat.v1.get_default_graph()
+        if graph not in transformed:
+            transformed[graph] = winograd.transform_kernel(kernel, tile)
+        return transformed[graph]
+
     def run(x, **_ignored):
         # Ops named after the layer: profiles and benchmarks/inference.py's FLOP shares.
         with tf.name_scope(conv.name):
@@ -168,8 +187,7 @@ def _folded_conv_fn(conv, bn=None, use_winograd: bool = False):
             flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
         if fast:
             relu = has_activation and activation is keras.activations.relu
-            y = winograd.winograd_conv3x3(flat, winograd.transform_kernel(kernel, tile), tile,
-                                          bias=bias, relu=relu)
+            y = winograd.winograd_conv3x3(flat, winograd_kernel(kernel), tile, bias=bias, relu=relu)
             activation_left = has_activation and not relu
         else:
             y = tf.nn.conv2d(flat, tf.cast(kernel, dtype), strides=[1] + strides + [1],
@@ -232,6 +250,7 @@ class FoldedGraph:
     ``use_winograd`` (default: on unless ``MRCNN_WINOGRAD=0``): the float32 3x3 stride-1
     'same' convolutions with >= 128 input and output channels run as Winograd F(6x6, 3x3)
     (F(4x4, 3x3) in the ROI heads), see :mod:`.winograd`; ``winograd_convs`` lists them.
+    Inside an XLA-compiled function they stay conv2d.
     """
 
     def __init__(self, keras_model: keras.Model, use_winograd: Optional[bool] = None) -> None:

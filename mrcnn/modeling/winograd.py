@@ -50,8 +50,9 @@ MIN_CHANNELS = 128
 MAP_TILE = 6
 ROI_TILE = 4
 # Largest product buffer of one strip of a Winograd convolution (see winograd_conv3x3): 16 MB
-# kept the peak RSS of the RPN's 256x256x512 convolution within 17 MB of conv2d's and was
-# no slower than the whole map at once (benchmarks/winograd.py: patches6 against whole6).
+# kept the peak RSS of the RPN's 256x256, 256->512 convolution alone within ~10 MB of conv2d's
+# (whole map at once: +250 MB) and was no slower than the whole map (benchmarks/winograd.py:
+# patches6 against whole6).
 MAX_BYTES = 16 << 20
 
 
@@ -132,9 +133,13 @@ def transform_kernel(kernel: tf.Tensor, m: int) -> tf.Tensor:
     """
     _, g, _ = winograd_matrices(m)
     a = m + 2
+    cin, cout = kernel.shape[2], kernel.shape[3]
     g = tf.constant(g, tf.float32)
-    u = tf.einsum("ai,ijcd,bj->abcd", g, tf.cast(kernel, tf.float32), g)
-    return tf.reshape(u, [a * a, kernel.shape[2], kernel.shape[3]])
+    # Two plain matmuls, kernel rows then columns, with no transposes (an einsum transposes
+    # the kernel twice: ~2x U's size of transient memory, 130 MB for a 512->512 kernel).
+    rows = tf.matmul(g, tf.reshape(tf.cast(kernel, tf.float32), [3, 3 * cin * cout]))  # [a, 3*C*D]
+    u = tf.matmul(g, tf.reshape(rows, [a, 3, cin * cout]))  # [a, a, C*D], g broadcast over a
+    return tf.reshape(u, [a * a, cin, cout])
 
 
 def _strip(xs: tf.Tensor, u: tf.Tensor, m: int, rows: tf.Tensor, out_rows: tf.Tensor,

@@ -325,7 +325,7 @@ def main(argv=None) -> None:
     p.add_argument("--tp-warmups", type=int, default=1)
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     p.add_argument("--only", choices=("case", "throughput", "graph", "flops"), default=None,
-                   help="flops: the model's multiply-adds by layer group at --size (no timing), "
+                   help="flops: the model's multiply-adds by layer group at the last of --sizes (no timing), "
                         "and what the Winograd convolutions multiply")
     p.add_argument("--no-xla-throughput", action="store_true",
                    help="throughput rows without the XLA variant (it is in the case table)")

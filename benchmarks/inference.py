@@ -24,6 +24,7 @@ with the base's TensorFlow float32 as the reference.
     python benchmarks/inference.py --base /work/base --prev /work/prev [--rounds 1] [--repeats 5]
     python benchmarks/inference.py --base /work/base --only case   # just the issue case
     python benchmarks/inference.py --base /work/base --backend jax --repeats 3
+    python benchmarks/inference.py --only flops --sizes 1024   # FLOP shares, Winograd multiplies
 """
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ def _make_config(size: int, batch: int, precision: str):
     return BenchConfig()
 
 
-def _graph_flops(graph) -> tuple:
+def _graph_flops(graph, convs: list = None) -> tuple:
     """FLOPs (a multiply-add counts 2) of the convolutions and matrix products of a traced
     graph, from each op's static input/output shapes; recurses into called functions.
+    ``convs``, if given, receives ``(op name, flops, out shape, kernel shape, strides,
+    padding)`` of every Conv2D.
 
     Returns ``(flops, {op type: flops}, ops with unknown shapes)``."""
     import numpy as np
@@ -69,8 +72,11 @@ def _graph_flops(graph) -> tuple:
         try:
             if kind in ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative"):
                 out = op.outputs[0].shape.as_list()
-                kh, kw, cin, _ = op.inputs[1].shape.as_list()
+                kh, kw, cin, cout = op.inputs[1].shape.as_list()
                 flops = 2.0 * np.prod(out) * kh * kw * (1 if kind.startswith("Depthwise") else cin)
+                if convs is not None and kind != "DepthwiseConv2dNative":
+                    convs.append((op.name, flops, out, [kh, kw, cin, cout], op.get_attr("strides"),
+                                  op.get_attr("padding").decode()))
             elif kind == "Conv2DBackpropInput":  # transposed convolution
                 dy = op.inputs[2].shape.as_list()
                 kh, kw, cout, _ = op.inputs[1].shape.as_list()
@@ -96,7 +102,7 @@ def _graph_flops(graph) -> tuple:
                 continue
             sub = graph._get_function(fn.name) if hasattr(fn, "name") else None
             if sub is not None and hasattr(sub, "graph"):
-                t, b, u = _graph_flops(sub.graph)
+                t, b, u = _graph_flops(sub.graph, convs)
                 total += t
                 unknown += u
                 for key, v in b.items():
@@ -104,21 +110,79 @@ def _graph_flops(graph) -> tuple:
     return total, by_type, unknown
 
 
-def _count_flops(model, size: int) -> float:
+def _count_flops(model, size: int, convs: list = None) -> float:
     """FLOPs of one ``size``x``size`` image through detect's graph, counted on the graph
-    traced with static shapes (batch 1): every convolution and matrix product."""
+    traced with static shapes (batch 1): every convolution and matrix product.
+
+    The count is the network's: every convolution as a direct convolution (the graph
+    traced without Winograd), so that GFLOP/s compare with the machine's conv rate; see
+    :func:`_winograd_shares` for the multiplies the Winograd convolutions really do."""
     import tensorflow as tf
     from mrcnn.modeling.fold import FoldedGraph
-    graph = FoldedGraph(model.keras_model)  # what detect() runs
+    graph = FoldedGraph(model.keras_model, use_winograd=False)
     anchors = model.get_anchors((size, size))
     concrete = tf.function(lambda *x: graph(x)).get_concrete_function(
         tf.TensorSpec([1, size, size, 3], tf.float32),
         tf.TensorSpec([1, model.config.IMAGE_META_SIZE], tf.float32),
         tf.TensorSpec([1] + list(anchors.shape), tf.float32))
-    flops, by_type, unknown = _graph_flops(concrete.graph)
+    flops, by_type, unknown = _graph_flops(concrete.graph, convs)
     if unknown:
         raise RuntimeError(f"ops with unknown static shapes, FLOPs would be undercounted: {unknown[:5]}")
     return flops
+
+
+# Groups of the FLOP table, by the layer name in the op's name scope (fold.py names them).
+_GROUPS = [("RPN shared 3x3 conv (256->512, P2..P6)", lambda n: n.startswith("rpn_conv_shared")),
+           ("FPN 3x3 convs (256->256, P2..P5)", lambda n: n.startswith("fpn_p") and n[5:6].isdigit()),
+           ("mask head 3x3 convs (4x 256->256, 100 ROIs of 14x14)", lambda n: n.startswith("mrcnn_mask_conv")),
+           ("backbone 3x3 convs (res*_branch2b)", lambda n: n.startswith("res") and n.endswith("branch2b")),
+           ("backbone 1x1 convs and conv1 7x7", lambda n: n.startswith("res") or n == "conv1"),
+           ("FPN 1x1 lateral convs", lambda n: n.startswith("fpn_c")),
+           ("classifier head (7x7 conv, 1x1 conv)", lambda n: n.startswith("mrcnn_class_conv")),
+           ("RPN 1x1 convs", lambda n: n.startswith("rpn_")),
+           ("other convs (mask head's 1x1 output conv)", lambda n: True)]
+
+
+def _layer_of(op_name: str) -> str:
+    """The layer name of a conv op from its scope, e.g. 'rpn_conv_shared_3/Conv2D' -> 'rpn_conv_shared'."""
+    import re
+    scope = op_name.split("/")[-2] if "/" in op_name else op_name
+    return re.sub(r"_\d+$", "", scope) if not re.match(r"^fpn_p\d$", scope) else scope
+
+
+def _winograd_shares(model, size: int) -> list:
+    """Rows ``(group, direct multiply-adds, share of the graph's, Winograd-rule multiply-adds)``
+    of the model's FLOPs at ``size``, and a total row. The Winograd column counts what
+    :mod:`mrcnn.modeling.winograd` multiplies for the convolutions its rule takes:
+    ``tiles * (m+2)^2 * Cin * Cout`` with F(6x6) on maps and F(4x4) on ROI batches (batch > 1
+    in this batch-1 graph), the rest unchanged."""
+    import math
+    from mrcnn.modeling import winograd
+    convs = []
+    total = _count_flops(model, size, convs) / 2
+    rows = {g: [0.0, 0.0] for g, _ in _GROUPS}
+    conv_macs = 0.0
+    for name, flops, out, kernel, strides, padding in convs:
+        macs = flops / 2
+        conv_macs += macs
+        layer = _layer_of(name)
+        group = next(g for g, test in _GROUPS if test(layer))
+        kh, kw, cin, cout = kernel
+        fast = (kh == kw == 3 and list(strides) == [1, 1, 1, 1] and padding == "SAME"
+                and min(cin, cout) >= winograd.MIN_CHANNELS)
+        if fast:
+            m = winograd.ROI_TILE if out[0] > 1 else winograd.MAP_TILE
+            tiles = out[0] * math.ceil(out[1] / m) * math.ceil(out[2] / m)
+            wmacs = tiles * (m + 2) ** 2 * cin * cout
+        else:
+            wmacs = macs
+        rows[group][0] += macs
+        rows[group][1] += wmacs
+    other = total - conv_macs  # dense layers and other matmuls
+    table = [(g, v[0], v[0] / total, v[1]) for g, v in rows.items() if v[0]]
+    table.append(("mask head's transposed conv, dense layers", other, other / total, other))
+    table.append(("total", total, 1.0, sum(r[3] for r in table)))
+    return table
 
 
 def _conv_rate(dtype: str, repeats: int = 5) -> float:
@@ -168,6 +232,10 @@ def worker(args) -> None:
             out["flops"] = _count_flops(model, 1024)
             out["conv_f32"] = _conv_rate("float32")
             out["conv_bf16"] = _conv_rate("bfloat16")
+    elif args.task == "flops":
+        keras.utils.set_random_seed(0)
+        model = MaskRCNN("inference", _make_config(args.size, 1, "f32"), "/tmp/mrcnn_bench_logs")
+        out["shares"] = _winograd_shares(model, args.size)
     elif args.task == "graph":
         # One process, one model: the Keras graph as main ran it (model(inputs)) against
         # the graph detect() runs now (FoldedGraph), alternating call by call, so that load
@@ -256,7 +324,9 @@ def main(argv=None) -> None:
     p.add_argument("--tp-repeats", type=int, default=3, help="repeats of the throughput runs")
     p.add_argument("--tp-warmups", type=int, default=1)
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    p.add_argument("--only", choices=("case", "throughput", "graph"), default=None)
+    p.add_argument("--only", choices=("case", "throughput", "graph", "flops"), default=None,
+                   help="flops: the model's multiply-adds by layer group at the last of --sizes (no timing), "
+                        "and what the Winograd convolutions multiply")
     p.add_argument("--no-xla-throughput", action="store_true",
                    help="throughput rows without the XLA variant (it is in the case table)")
     # worker options
@@ -327,6 +397,18 @@ def main(argv=None) -> None:
                     print(f"[{time.time() - t_start:.0f}s] throughput {tree_label} {row} {size}: "
                           f"{res['images_per_s']}", file=sys.stderr, flush=True)
 
+    if args.only == "flops":
+        size = args.sizes[-1]
+        res = _run(new, ["--task", "flops", "--size", str(size)])["shares"]
+        print(f"\nMultiply-adds of detect()'s graph, R101-FPN, 81 classes, {size}x{size} input, batch 1, "
+              f"100 detections (counted on the traced graph); Winograd = what this checkout's "
+              f"Winograd rule multiplies instead\n")
+        print("| layers | G multiply-adds | share | with Winograd, G | x fewer |")
+        print("|---|---:|---:|---:|---:|")
+        for group, macs, share, wmacs in res:
+            print(f"| {group} | {macs / 1e9:.1f} | {share:.1%} | {wmacs / 1e9:.1f} | {macs / wmacs:.2f} |")
+        return
+
     if args.only == "graph":
         print("\nIn one process, alternating: the graph as main ran it (keras_model(inputs)) and as "
               f"detect() runs it now (FoldedGraph); 1024x1024 input, median of {args.repeats}\n")
@@ -377,9 +459,11 @@ def main(argv=None) -> None:
             print(f"\nFLOPs of the graph at 1024x1024 (counted on the traced graph, a multiply-add = 2; "
                   f"batch 1): {flops / 1e9:.1f} G (= {flops / 2e9:.1f} G multiply-adds). "
                   f"Measured 3x3 conv 256->256 on 256x256: float32 {extra_info['conv_f32']:.0f} "
-                  f"GFLOP/s, bfloat16 {extra_info['conv_bf16']:.0f} GFLOP/s; float32 floor "
+                  f"GFLOP/s, bfloat16 {extra_info['conv_bf16']:.0f} GFLOP/s; direct-convolution float32 floor "
                   f"{flops / extra_info['conv_f32'] / 1e9:.2f} s, bfloat16 floor "
-                  f"{flops / extra_info['conv_bf16'] / 1e9:.2f} s.")
+                  f"{flops / extra_info['conv_bf16'] / 1e9:.2f} s. GFLOP/s are of these direct-convolution "
+                  f"FLOPs; the float32 row's Winograd convolutions multiply less (`--only flops`), so its "
+                  f"effective rate can pass the conv rate.")
     if tput and args.only != "case":
         batches = sorted({b for v in tput.values() for r in v for b in r}, key=int)
         print(f"\nThroughput of detect() on a batch of N images (IMAGES_PER_GPU = N), images/s, "

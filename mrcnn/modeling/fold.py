@@ -18,6 +18,12 @@ kernels per call (~60 M values for R101-FPN, a few tens of ms against seconds of
 convolutions) and means a folded graph is never stale after new weights are loaded,
 however they are loaded.
 
+Winograd (float32): the 3x3 stride-1 'same' convolutions with >= 128 input and output
+channels run as Winograd F(6x6, 3x3) (F(4x4, 3x3) in the ROI heads), about 2.2x fewer
+multiplies for the whole graph; see :mod:`.winograd`. Their transformed kernels are
+computed from the live (folded) kernels in the graph, like the folds. Not under bfloat16 or
+XLA; ``MRCNN_WINOGRAD=0`` turns it off.
+
 bfloat16: when the model is built under Keras' ``mixed_bfloat16`` policy its
 convolution and dense layers compute in bfloat16 while the box layers (proposals,
 ROIAlign, detections) are float32 layers; :class:`FoldedGraph` folds in float32 and
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
@@ -34,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as KL
 
+from . import winograd
 from .backbone import BatchNorm
 from .roi_align import PyramidROIAlign
 
@@ -123,26 +131,56 @@ def fold_conv_bn(conv, bn, gate=None) -> Tuple[tf.Tensor, tf.Tensor]:
     return kernel * scale, bias
 
 
-def _folded_conv_fn(conv, bn=None):
+def _folded_conv_fn(conv, bn=None, use_winograd: bool = False):
     """A callable ``x -> conv(x)`` (then BN when ``bn`` is given) as one convolution.
 
     Without ``bn`` this is the layer's own convolution, bias and activation, written with
     ``tf.nn.bias_add``: Keras adds the bias with a broadcast ``add``, which grappler's
     remapper does not fuse, so each Keras convolution costs one more pass over its output.
+
+    With ``use_winograd`` (float32 3x3 stride-1 'same' convolutions, see
+    :func:`.winograd.is_winograd_conv`) the convolution is :func:`.winograd.winograd_conv3x3`
+    with F(6x6, 3x3) tiles on image maps and F(4x4, 3x3) on ROI batches; its transformed
+    kernel is computed from the (folded) kernel at every call, like the fold itself.
     """
     inner = _inner(conv)
     strides = list(inner.strides)
     dilations = list(inner.dilation_rate)
     padding = inner.padding.upper()
     activation = inner.activation
+    has_activation = bn is None and activation not in (None, keras.activations.linear)
+    tile = winograd.ROI_TILE if isinstance(conv, KL.TimeDistributed) else winograd.MAP_TILE
+
+    # Transformed kernel per traced graph: a layer called several times in one graph (the
+    # RPN's shared conv, once per pyramid level) transforms its kernel once. Five copies
+    # (33 MB each for 256->512 in F(6x6)) would otherwise be made as soon as P2..P6 exist
+    # and held until each level's turn.
+    transformed = weakref.WeakKeyDictionary()
+
+    def winograd_kernel(kernel):
+        graph = tf.compat.v1.get_default_graph()
+        if graph not in transformed:
+            transformed[graph] = winograd.transform_kernel(kernel, tile)
+        return transformed[graph]
 
     def run(x, **_ignored):
+        # Ops named after the layer: profiles and benchmarks/inference.py's FLOP shares.
+        with tf.name_scope(conv.name):
+            return run_conv(x)
+
+    def run_conv(x):
         dtype = inner.compute_dtype
+        fast = use_winograd and not winograd.in_xla_context()
         if bn is not None:
             kernel, bias = fold_conv_bn(conv, bn, gate=x)
         else:
             kernel = inner.kernel
             bias = inner.bias if inner.use_bias else None
+            if fast:
+                # The kernel transform must wait for the input like the folds (see
+                # fold_conv_bn), or every transformed kernel is made at graph start and
+                # held until its convolution.
+                kernel = kernel * tf.cast(tf.shape(x)[0] >= 0, kernel.dtype)
         x = tf.cast(x, dtype)
         flat = x
         if isinstance(conv, KL.TimeDistributed):
@@ -150,20 +188,26 @@ def _folded_conv_fn(conv, bn=None):
             inner_dims = x.shape[2:]
             flat = tf.reshape(x, [-1] + list(inner_dims) if inner_dims.is_fully_defined()
                               else tf.concat([[-1], tf.shape(x)[2:]], 0))
-        kernel = tf.cast(kernel, dtype)
-        if _covers_input(inner, flat):
-            # The classifier's 7x7 "fully connected" convolution: a matrix product, as in
-            # heads.py (oneDNN's convolution with a 1x1 output is ~1.3-2.7x slower).
-            k_h, k_w, c_in, c_out = kernel.shape
-            y = tf.matmul(tf.reshape(flat, [-1, k_h * k_w * c_in]), tf.reshape(kernel, [-1, c_out]))
-            y = tf.reshape(y, [-1, 1, 1, c_out])
+        if fast:
+            relu = has_activation and activation is keras.activations.relu
+            y = winograd.winograd_conv3x3(flat, winograd_kernel(kernel), tile, bias=bias, relu=relu)
+            activation_left = has_activation and not relu
         else:
-            y = tf.nn.conv2d(flat, kernel, strides=[1] + strides + [1],
-                             padding=padding, dilations=[1] + dilations + [1])
-        # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
-        if bias is not None:
-            y = tf.nn.bias_add(y, tf.cast(bias, dtype))
-        if bn is None and activation not in (None, keras.activations.linear):
+            kernel = tf.cast(kernel, dtype)
+            if _covers_input(inner, flat):
+                # The classifier's 7x7 "fully connected" convolution: a matrix product, as in
+                # heads.py (oneDNN's convolution with a 1x1 output is ~1.3-2.7x slower).
+                k_h, k_w, c_in, c_out = kernel.shape
+                y = tf.matmul(tf.reshape(flat, [-1, k_h * k_w * c_in]), tf.reshape(kernel, [-1, c_out]))
+                y = tf.reshape(y, [-1, 1, 1, c_out])
+            else:
+                y = tf.nn.conv2d(flat, kernel, strides=[1] + strides + [1],
+                                 padding=padding, dilations=[1] + dilations + [1])
+            # bias_add (not +) so that grappler fuses Conv2D+BiasAdd(+Relu) into one oneDNN call.
+            if bias is not None:
+                y = tf.nn.bias_add(y, tf.cast(bias, dtype))
+            activation_left = has_activation
+        if activation_left:
             y = activation(y)
         if isinstance(conv, KL.TimeDistributed):
             lead = tf.shape(x)[:2]
@@ -276,29 +320,52 @@ class FoldedGraph:
     a differentiable function of the conv kernel and bias and the BN's gamma and beta, so
     all four get the gradients they get unfolded; the step saves the BatchNorm's forward
     and backward passes over every feature map, and the bias is added by ``BiasAdd``.
+
+    ``use_winograd`` (inference only; default: on unless ``MRCNN_WINOGRAD=0``): the float32
+    3x3 stride-1 'same' convolutions with >= 128 input and output channels run as Winograd
+    F(6x6, 3x3) (F(4x4, 3x3) in the ROI heads), see :mod:`.winograd`; ``winograd_convs``
+    lists them. Inside an XLA-compiled function they stay conv2d.
     """
 
-    def __init__(self, keras_model: keras.Model, training: bool = False) -> None:
+    def __init__(self, keras_model: keras.Model, training: bool = False,
+                 use_winograd: Optional[bool] = None) -> None:
         self.keras_model = keras_model
         self.training = bool(training)
+        if use_winograd is None:
+            use_winograd = winograd.winograd_enabled()
+        # Not in training: its gradients would run through the transforms, untested and
+        # not measured to pay.
+        use_winograd = bool(use_winograd) and not self.training
+        self.use_winograd = use_winograd
         self.pairs = find_conv_bn_pairs(keras_model)
+        self.winograd_convs: List[str] = []  # names of the convolutions run as Winograd
         self._replace: Dict[int, Any] = {}
+
+        def conv_fn(conv, bn=None):
+            inner = _inner(conv)
+            fast = use_winograd and winograd.is_winograd_conv(inner, inner.compute_dtype)
+            if fast:
+                self.winograd_convs.append(conv.name)
+            return _folded_conv_fn(conv, bn, use_winograd=fast)
+
         for conv, bn in self.pairs.values():
             if self.training:
                 self._replace[id(conv)], self._replace[id(bn)] = _pair_fns(conv, bn, True)
             else:
-                self._replace[id(conv)] = _folded_conv_fn(conv, bn)
+                self._replace[id(conv)] = conv_fn(conv, bn)
                 self._replace[id(bn)] = _identity
         for op in keras_model.operations:
             if id(op) in self._replace:
                 continue
             if _is_plain_conv(op):
-                self._replace[id(op)] = _folded_conv_fn(op)
+                self._replace[id(op)] = conv_fn(op)
             elif isinstance(op, PyramidROIAlign):
                 self._replace[id(op)] = _without_autocast(op)
             elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
                 # A nested functional model (Matterport's rpn_model): its convolutions too.
-                self._replace[id(op)] = _nested(FoldedGraph(op, training=self.training))
+                nested = FoldedGraph(op, training=self.training, use_winograd=use_winograd)
+                self.winograd_convs += nested.winograd_convs
+                self._replace[id(op)] = _nested(nested)
 
     def _operation_fn(self, op):
         if id(op) in self._replace:

@@ -21,7 +21,8 @@ Rows:
   - CPU ms per image in the training process and in the worker processes (1 and 2 workers,
     no augmentation): on a 2-core machine the training process's share runs on the cores the
     workers need, which caps the 1 -> 2 worker scaling at about 2 w / (w + m);
-  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process;
+  - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process
+    (shared-memory slots a process has touched count in its RSS);
   - with ``--stream``: ``TrainingStream`` (``train()``'s input on JAX, no tf.data) with 1 and 2 workers.
 The machine may be shared: only the ratios of one run mean much.
 """
@@ -363,7 +364,7 @@ def main() -> None:
             if parts[1] in ("1", "2") and parts[2] == "none" and not mode:
                 row(f"CPU ms/image, training process, {parts[1]} workers", task, "main_cpu_ms", ".1f")
                 row(f"CPU ms/image, worker processes, {parts[1]} workers", task, "worker_cpu_ms", ".1f")
-    if not args.skip_workers and not args.only_scaling:
+    if not args.skip_workers:
         row("peak RSS MB, main process, dataset_fn 2 workers", "workers:2:none", "rss_mb", ".0f")
         row("peak RSS MB, largest worker process, 2 workers (0: no processes)", "workers:2:none",
             "worker_rss_mb", ".0f")

@@ -329,3 +329,17 @@ def test_no_shared_memory_left_behind(tmp_path, how):
     while _segments(prefix) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _segments(prefix) == []
+
+
+def test_a_slot_outlives_its_closed_pipeline_while_an_array_uses_it():
+    """Closing a pipeline unlinks its segments but cannot unmap one that an array (or a tensor
+    aliasing it) still reads: no use after unmap."""
+    from mrcnn.data.workers import SlotRing
+    ring = SlotRing((8, 8, 3), anchors=5, max_slots=2)
+    k, name = ring.acquire()
+    image, match = ring.views(k)
+    image[...] = 7.0
+    ring.close()
+    assert name not in _segments("mrcnn_")
+    assert float(image.sum()) == 7.0 * image.size and match.shape == (5, 1)
+    assert ring.acquire() is None  # closed: nothing more is handed out

@@ -107,7 +107,6 @@ class InputPipeline:
         self.maker = SampleMaker(dataset, config, augmentation, self.no_aug)
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
         self._lock = threading.Lock()
-        self._local = threading.local()  # the pool of the stream whose fetch runs in this thread
         self._pools: dict = {}  # processes -> ProcessPoolExecutor (shared, see workers.make_pool)
         self._pool_refused: Optional[str] = None
         self._closed = False
@@ -124,8 +123,7 @@ class InputPipeline:
     def sample(self, image_id: int, sample_seed: int):
         """One training sample, logged and counted here.
 
-        Made in this thread, or, when called by the fetch of a stream that has worker
-        processes, in one of them (this thread waits without holding the GIL).
+        Made in this thread (a stream's fetch has its samples made by the worker processes).
 
         Returns ``(image uint8 [H, W, 3] (not molded), image_meta float32, rpn_match int8 [A],
         rpn_bbox float32, gt_class_ids int32, gt_boxes int32, gt_masks bool, status int32,
@@ -133,10 +131,7 @@ class InputPipeline:
         ``STATUS_ERROR``) or a closed pipeline (``STATUS_CLOSED``).
         """
         image_id, sample_seed = int(image_id), int(sample_seed)
-        result = self._make(image_id, sample_seed, getattr(self._local, "pool", None))
-        if result is None:
-            return self._closed_result(image_id)
-        return self._accept(image_id, result)
+        return self._accept(image_id, self.maker(image_id, sample_seed))
 
     def _make(self, image_id: int, sample_seed: int, pool, slot=None):
         """The maker's result, made in a worker of ``pool`` (writing the molded image and the

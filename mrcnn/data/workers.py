@@ -179,7 +179,9 @@ class SlotRing:
         self._prefix = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
         self._segments: List[Optional[_Segment]] = []
         self._free: List[int] = []
-        self._lock = threading.Lock()
+        # Reentrant: a finalizer (release) can run in this thread while it holds the lock, when
+        # the garbage collector frees a cycle holding a slot's arrays.
+        self._lock = threading.RLock()
         self._closed = False
         self._refused: Optional[str] = None
         _RINGS.add(self)
@@ -230,7 +232,7 @@ class SlotRing:
         released when both arrays (and everything aliasing them) are gone."""
         image, match = slot_views(self._segments[k].buf, self.image_shape, self.anchors)
         left = [2]
-        lock = threading.Lock()
+        lock = threading.RLock()
 
         def drop():
             with lock:
@@ -283,9 +285,15 @@ def slot_nbytes(image_shape, anchors: int) -> int:
 
 
 def slot_views(buf, image_shape, anchors: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The slot layout: molded image float32 ``image_shape``, then anchor labels int32 ``[A, 1]``."""
-    image = np.ndarray(tuple(image_shape), np.float32, buffer=buf)
-    match = np.ndarray((int(anchors), 1), np.int32, buffer=buf, offset=image.nbytes)
+    """The slot layout: molded image float32 ``image_shape``, then anchor labels int32 ``[A, 1]``.
+
+    ``np.frombuffer`` (not ``np.ndarray(buffer=...)``, which drops the buffer export and keeps
+    only a reference): while an array exists the mapping cannot be closed (BufferError), so a
+    tensor aliasing a slot never reads unmapped memory, even after its pipeline closed.
+    """
+    size = int(np.prod(image_shape))
+    image = np.frombuffer(buf, np.float32, count=size).reshape(tuple(image_shape))
+    match = np.frombuffer(buf, np.int32, count=int(anchors), offset=4 * size).reshape(int(anchors), 1)
     return image, match
 
 
@@ -321,6 +329,11 @@ def _attach(name: str):
     if buf is not None:
         _ATTACHED.move_to_end(name)
         return buf
+    if os.path.isdir("/dev/shm"):
+        # A new name means a ring grew or a new pipeline started: forget segments already
+        # unlinked by their owner (closed pipelines), whose memory the mapping would keep.
+        for old in [n for n in _ATTACHED if not os.path.exists(os.path.join("/dev/shm", n))]:
+            _close_mapping(_ATTACHED.pop(old))
     try:
         import _posixshmem
     except ImportError:  # Windows: no resource tracker for shared memory
@@ -332,11 +345,16 @@ def _attach(name: str):
         finally:
             os.close(fd)
     _ATTACHED[name] = buf
-    while len(_ATTACHED) > 256:  # a long run with pipelines made and dropped
-        _, old = _ATTACHED.popitem(last=False)
-        if isinstance(old, mmap.mmap):
-            old.close()
+    while len(_ATTACHED) > 256:
+        _close_mapping(_ATTACHED.popitem(last=False)[1])
     return buf
+
+
+def _close_mapping(buf) -> None:
+    try:
+        buf.close() if isinstance(buf, mmap.mmap) else buf.release()
+    except (BufferError, ValueError):
+        pass
 
 
 def _run(image_id: int, sample_seed: int, slot: Optional[str] = None):

@@ -15,12 +15,13 @@ Rows:
     ``load_image``/``load_mask``), without and with augmentation (imgaug Fliplr + Affine
     rotate +-10 + Multiply, and the albumentations equivalent), as wall-clock rate and as
     images per CPU-second of the process (the better measure on a shared machine). This
-    tree's ``sample`` no longer molds the image (done in TF ops after batching);
+    tree's ``sample`` does not mold the image (the workers do, into shared memory);
   - ``dataset_fn`` images/s with 1, 2 and all (AUTOTUNE) workers, loads cached, worker
     processes (this tree's default) and, for comparison, threads;
   - CPU ms per image in the training process and in the worker processes (1 and 2 workers,
     no augmentation): on a 2-core machine the training process's share runs on the cores the
-    workers need, which caps the 1 -> 2 worker scaling at about 2 w / (w + m);
+    workers need, which caps the 1 -> 2 worker scaling at about 2 w / (w + m) (printed with the
+    scaling line: on a shared machine the wall-clock ratio moves with the other jobs);
   - peak RSS of the process that ran the 2-worker pipeline and of its largest worker process
     (shared-memory slots a process has touched count in its RSS);
   - with ``--stream``: ``TrainingStream`` (``train()``'s input on JAX, no tf.data) with 1 and 2 workers.
@@ -371,7 +372,14 @@ def main() -> None:
     if not args.skip_workers:
         for tree in [k for k in names if k not in extra]:
             one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
-            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation", end="")
+            # What the CPU columns allow on 2 saturated cores: one worker makes an image per w1 ms
+            # (the training process has the other core), two share both cores with the training
+            # process, 2 images per (w2 + m2) ms. Shown because the wall-clock ratio of a shared
+            # machine moves with the other jobs; the CPU per image does much less.
+            w1 = med("workers:1:none", tree, "worker_cpu_ms")
+            w2, m2 = med("workers:2:none", tree, "worker_cpu_ms"), med("workers:2:none", tree, "main_cpu_ms")
+            print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation "
+                  f"(CPU-bound ceiling on 2 cores 2*w1/(w2+m2) = {2 * w1 / (w2 + m2):.2f}x)", end="")
             if not args.only_scaling:
                 one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
                 print(f", {two_a / one_a:.2f}x with imgaug", end="")

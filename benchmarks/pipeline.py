@@ -372,14 +372,14 @@ def main() -> None:
     if not args.skip_workers:
         for tree in [k for k in names if k not in extra]:
             one, two = med("workers:1:none", tree, "rate"), med("workers:2:none", tree, "rate")
-            # What the CPU columns allow on 2 saturated cores: one worker makes an image per w1 ms
-            # (the training process has the other core), two share both cores with the training
-            # process, 2 images per (w2 + m2) ms. Shown because the wall-clock ratio of a shared
-            # machine moves with the other jobs; the CPU per image does much less.
-            w1 = med("workers:1:none", tree, "worker_cpu_ms")
+            # What the training process's share allows on 2 saturated cores: with w ms of worker
+            # CPU and m ms of training-process CPU per image, one worker makes an image per w ms
+            # (the training process has the other core), two make 2 per (w + m) ms. w is taken
+            # from the 2-worker run for both, so the figure isolates m; shown because on a shared
+            # machine the wall-clock ratio moves with the other jobs.
             w2, m2 = med("workers:2:none", tree, "worker_cpu_ms"), med("workers:2:none", tree, "main_cpu_ms")
             print(f"\nscaling 1 -> 2 workers ({tree}): {two / one:.2f}x without augmentation "
-                  f"(CPU-bound ceiling on 2 cores 2*w1/(w2+m2) = {2 * w1 / (w2 + m2):.2f}x)", end="")
+                  f"(ceiling on 2 cores from the CPU columns, 2w/(w+m) = {2 * w2 / (w2 + m2):.2f}x)", end="")
             if not args.only_scaling:
                 one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
                 print(f", {two_a / one_a:.2f}x with imgaug", end="")

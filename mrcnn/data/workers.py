@@ -365,10 +365,16 @@ def _run(image_id: int, sample_seed: int, slot: Optional[str] = None):
     # Mold into the slot (same table as the training process used to) and widen the labels
     # there, so neither big array is pickled; the owner knows the slot from its request.
     cfg = _MAKER.config
-    image, match = slot_views(_attach(slot), cfg.IMAGE_SHAPE, arrays[2].shape[0])
-    mold_image_fast(arrays[0], cfg, out=image)
-    match[:, 0] = arrays[2]
-    del image, match  # no export left on the mapping (it may be closed when evicted)
+    if arrays[0].shape != tuple(int(d) for d in cfg.IMAGE_SHAPE):
+        return result  # not the slot's layout (e.g. pad64 images of varying size): through the pipe
+    try:
+        image, match = slot_views(_attach(slot), cfg.IMAGE_SHAPE, arrays[2].shape[0])
+        mold_image_fast(arrays[0], cfg, out=image)
+        match[:, 0] = arrays[2]
+        del image, match  # no export left on the mapping (it may be closed when evicted)
+    except (OSError, ValueError) as exc:  # segment gone (pipeline closed) or not the expected size
+        logger.debug("slot %s not used: %s", slot, exc)
+        return result
     return (None, arrays[1], None) + tuple(arrays[3:]), result[1], result[2], result[3]
 
 

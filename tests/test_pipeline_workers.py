@@ -284,13 +284,25 @@ _SHM = textwrap.dedent('''
     from mrcnn.data.pipeline import InputPipeline
     from samples.shapes.shapes import ShapesConfig, make_datasets
 
+    from samples.shapes.shapes import ShapesDataset
+
     class Cfg(ShapesConfig):
         IMAGES_PER_GPU = 2
         MAX_GT_INSTANCES = 6
 
+    class Slow(ShapesDataset):
+        # The workers spend their time here, so the kill lands inside a sample. (A worker killed
+        # while it writes a result into the executor's pipe leaves Python 3.11's executor reading
+        # a message that never ends: that hang is the executor's, not the pipeline's.)
+        def load_image(self, image_id):
+            time.sleep(0.3)
+            return super().load_image(image_id)
+
     if __name__ == "__main__":
         how = sys.argv[1]
-        train, _ = make_datasets(6, 1, seed=2)
+        train = Slow()
+        train.load_shapes(6, 128, 128, seed=2)
+        train.prepare()
         pipe = InputPipeline(train, Cfg(), seed=4, worker_mode="process")
         it = iter(pipe.dataset_fn(num_parallel_calls=2))
         next(it)

@@ -231,7 +231,7 @@ def _instance_crops(mask, rows, cols, oy, ox, H, W):
     return bbox, crops, keep
 
 
-def mold_image_fast(image: np.ndarray, config) -> np.ndarray:
+def mold_image_fast(image: np.ndarray, config, out: Optional[np.ndarray] = None) -> np.ndarray:
     """``mold_image(image, config).astype(float32)`` for uint8 [H, W, C]: one table lookup per pixel.
 
     The table holds exactly the float64 ``value - MEAN_PIXEL`` rounded to float32, so the
@@ -239,18 +239,32 @@ def mold_image_fast(image: np.ndarray, config) -> np.ndarray:
     ``LUT`` (installed with imgaug) does the lookup in ~2 ms for a 1024x1024x3 image on this
     machine, 7x less than the float64 subtraction; without OpenCV (or for more than 4
     channels) numpy does it one channel at a time (~8 ms).
+
+    ``out``: a float32 C-contiguous array of the image's shape to write into (e.g. a worker's
+    shared-memory slot); returned.
     """
     from mrcnn.core.image import mold_image
     mean = np.asarray(config.MEAN_PIXEL, dtype=np.float64)
     if image.dtype != np.uint8 or image.ndim != 3 or mean.shape != (image.shape[2],):
-        return mold_image(image, config).astype(np.float32)
+        molded = mold_image(image, config).astype(np.float32)
+        if out is None:
+            return molded
+        out[...] = molded
+        return out
     lut = _mold_table(tuple(mean.tolist()))  # [256, C]
     channels = image.shape[2]
     cv2 = _opencv()
-    if cv2 is not None and channels in (1, 3, 4):
-        out = cv2.LUT(np.ascontiguousarray(image), lut.reshape(256, 1, channels))
-        return out.reshape(image.shape)  # cv2 drops a single channel's axis
-    out = np.empty(image.shape, np.float32)
+    if cv2 is not None and channels in (3, 4):
+        src = np.ascontiguousarray(image)
+        table = lut.reshape(256, 1, channels)
+        if out is None:
+            return cv2.LUT(src, table)
+        got = cv2.LUT(src, table, dst=out)
+        if got is not out:  # OpenCV allocated instead of writing in place
+            out[...] = got
+        return out
+    if out is None:
+        out = np.empty(image.shape, np.float32)
     for c in range(channels):
         np.take(lut[:, c], image[..., c], out=out[..., c])
     return out
@@ -267,7 +281,7 @@ def _mold_table(mean: tuple) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _opencv():
     """OpenCV if installed (imgaug and albumentations bring it), else None. Imported on first
-    use: only the training process molds, and the import costs each worker ~25 MB."""
+    use (it costs a process ~25 MB): the workers mold, the training process only in thread mode."""
     try:
         import cv2
     except ImportError:  # pragma: no cover - depends on the environment

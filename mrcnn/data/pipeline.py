@@ -13,10 +13,13 @@ with an anchor index). Where it runs (``worker_mode``):
 * ``"auto"`` (default): processes if the dataset pickles, else threads with a warning
   saying why.
 
-The fetch molds the image (``image - MEAN_PIXEL`` in float64 then float32, as Matterport's
-``mold_image``, by an exact 256-entry table per channel: :func:`mrcnn.data.fast.mold_image_fast`).
-Everything after it is TensorFlow ops: failure counting (``scan``), filtering, batching and
-prefetching.
+The image is molded (``image - MEAN_PIXEL`` in float64 then float32, as Matterport's
+``mold_image``, by an exact 256-entry table per channel: :func:`mrcnn.data.fast.mold_image_fast`)
+where the sample is made. A worker process writes the molded image and the int32 anchor labels
+into a shared-memory slot (:class:`mrcnn.data.workers.SlotRing`) that the fetch hands to
+``tf.numpy_function`` without a copy; the ``batch`` op copies it once and the slot is reused
+only after that. Everything after the fetch is TensorFlow ops: failure counting (``scan``),
+filtering, batching and prefetching.
 
 Determinism: with a ``seed`` the image order of every epoch and every random choice
 inside a sample (RPN subsampling, crop, imgaug/albumentations) are derived from
@@ -33,7 +36,10 @@ an iterator waits for fetches in flight with the GIL released (TF 2.21's tensor 
 releases it), so they finish. At interpreter exit Python threads can no longer take the
 GIL, so an iterator destroyed then must have no fetch in flight: an ``atexit`` hook closes
 every pipeline first (waiting fetches return at once, later ones return "closed", which
-ends the stream with ``take_while``) and waits until none is in flight.
+ends the stream with ``take_while``) and waits until none is in flight. Closing a pipeline
+(explicitly or at exit) unlinks its shared-memory segments; if the process is killed,
+``multiprocessing``'s resource tracker unlinks them, and the workers exit when they see their
+owner gone.
 """
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ from mrcnn.core.anchors import get_pixel_anchors
 from mrcnn.data.fast import mold_image_fast
 from mrcnn.data.loader import SkipCounter
 from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolUnavailable,
-                                SampleMaker, host_cores, make_pool, shutdown_pools, submit)
+                                SampleMaker, SlotRing, close_rings, host_cores, make_pool, shutdown_pools,
+                                submit)
 
 logger = logging.getLogger("mrcnn.data")
 
@@ -100,19 +107,23 @@ class InputPipeline:
         self.maker = SampleMaker(dataset, config, augmentation, self.no_aug)
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
         self._lock = threading.Lock()
-        self._local = threading.local()  # the pool of the stream whose fetch runs in this thread
         self._pools: dict = {}  # processes -> ProcessPoolExecutor (shared, see workers.make_pool)
         self._pool_refused: Optional[str] = None
         self._closed = False
         self._in_flight = 0
+        self._zeros = None  # sample()'s arrays of a dropped sample
+        self._fetch_zeros = None  # the fetch's
+        # Shared-memory slots the workers write molded images into (see workers.SlotRing). At most
+        # what TensorFlow can hold at once: map calls in flight and buffered, the batch being
+        # filled, TrainingStream's look-ahead; beyond that samples travel through the pipe.
+        self._slots = SlotRing(config.IMAGE_SHAPE, self.anchors.shape[0], max_slots=8 + 4 * host_cores())
         _LIVE.add(self)
 
     # ----------------------------------------------------------------------------------------
     def sample(self, image_id: int, sample_seed: int):
-        """One training sample, logged and counted here; what a stream's fetch returns.
+        """One training sample, logged and counted here.
 
-        Made in this thread, or, when called by the fetch of a stream that has worker
-        processes, in one of them (this thread waits without holding the GIL).
+        Made in this thread (a stream's fetch has its samples made by the worker processes).
 
         Returns ``(image uint8 [H, W, 3] (not molded), image_meta float32, rpn_match int8 [A],
         rpn_bbox float32, gt_class_ids int32, gt_boxes int32, gt_masks bool, status int32,
@@ -120,31 +131,49 @@ class InputPipeline:
         ``STATUS_ERROR``) or a closed pipeline (``STATUS_CLOSED``).
         """
         image_id, sample_seed = int(image_id), int(sample_seed)
-        pool = getattr(self._local, "pool", None)
+        return self._accept(image_id, self.maker(image_id, sample_seed))
+
+    def _make(self, image_id: int, sample_seed: int, pool, slot=None):
+        """The maker's result, made in a worker of ``pool`` (writing the molded image and the
+        anchor labels into shared-memory ``slot`` when given: they come back as None) or here;
+        None if the pipeline was closed while waiting.
+
+        A slot is released by the caller; here it is discarded when a worker may still write
+        into it (closed while the request runs, pool broken)."""
         if pool is None or self._pool_refused is not None:
-            return self._accept(image_id, self.maker(image_id, sample_seed))
+            return self.maker(image_id, sample_seed)
+        name = slot[1] if slot is not None else None
         try:
-            future = submit(pool, image_id, sample_seed)
+            future = submit(pool, image_id, sample_seed, name)
+            broken_waits = 0
             while True:
                 try:
-                    result = future.result(timeout=0.1)
-                    break
+                    return future.result(timeout=0.1)
                 except concurrent.futures.TimeoutError:
                     if self._closed:
-                        future.cancel()
-                        return self._closed_result(image_id)
+                        if not future.cancel() and slot is not None:
+                            self._slots.discard(slot[0])
+                        return None
+                    # A request submitted while the pool broke can stay pending for good
+                    # (Python 3.11's executor fails only the requests it knew of): give up on it.
+                    broken_waits = broken_waits + 1 if getattr(pool, "_broken", False) else 0
+                    if broken_waits > 20:
+                        raise BrokenProcessPool(f"the pool broke: {pool._broken}")
         except BrokenProcessPool as exc:
             # A worker could not start (e.g. a script without an ``if __name__ == "__main__":``
             # guard, whose code a spawned child runs again) or died: make the sample here.
+            if slot is not None:
+                self._slots.discard(slot[0])
             self._fall_back(f"worker processes failed ({exc}). If the Dataset is defined in a script, "
                             f"guard the script's code with if __name__ == '__main__': (spawned workers "
                             f"import it)")
-            result = self.maker(image_id, sample_seed)
+            return self.maker(image_id, sample_seed)
         except RuntimeError:  # the pool was shut down: close(), interpreter exit, or evicted
+            if slot is not None:
+                self._slots.discard(slot[0])
             if self._closed or getattr(concurrent.futures.process, "_global_shutdown", False):
-                return self._closed_result(image_id)
-            result = self.maker(image_id, sample_seed)
-        return self._accept(image_id, result)
+                return None
+            return self.maker(image_id, sample_seed)
 
     def _fall_back(self, why: str) -> None:
         with self._lock:
@@ -169,12 +198,19 @@ class InputPipeline:
         return tuple(arrays) + (np.int32(status), np.int64(image_id), message.encode("utf-8", "replace"))
 
     def _empty(self):
-        return tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(self._shapes(), self._dtypes()))
+        """Zeros for the arrays of a dropped sample (made once: read-only, shared by all)."""
+        if self._zeros is None:
+            zeros = tuple(np.zeros(s, d.as_numpy_dtype) for s, d in zip(self._shapes(), self._dtypes()))
+            for z in zeros:
+                z.flags.writeable = False
+            self._zeros = zeros
+        return self._zeros
 
     def close(self) -> None:
         """Ends every stream of this pipeline (fetches waiting for a worker return at once,
         iterators then end). Idempotent. Worker processes are shared between pipelines of the
         same dataset: :func:`mrcnn.data.workers.shutdown_pools` stops them (done at exit).
+        Unlinks the pipeline's shared-memory segments.
         """
         self._closed = True
         deadline = time.monotonic() + 10.0
@@ -184,6 +220,7 @@ class InputPipeline:
                     break
             time.sleep(0.01)
         self._pools.clear()
+        self._slots.close()
 
     def _pool(self, workers: int):
         """The process pool for ``workers`` processes, or None to run in threads."""
@@ -245,25 +282,57 @@ class InputPipeline:
             seed = -1 if self.seed is None else (self.seed * 7_919 + epoch * 1_000_003 + pos) % (2 ** 31)
             with self._lock:
                 if self._closed:
-                    return self._molded(self._closed_result(image_id))
+                    return self._closed_fetch(image_id)
                 self._in_flight += 1
             try:
-                self._local.pool = pool
-                return self._molded(self.sample(image_id, seed))
+                return self._fetch_one(image_id, seed, pool)
             finally:
                 with self._lock:
                     self._in_flight -= 1
 
         return fetch
 
-    def _molded(self, out):
-        """``sample()``'s outputs with the image molded (float32 zeros for a sample that is
-        dropped). Molded here rather than in TF ops after batching: a table lookup costs the
-        training process ~2 ms an image instead of ~12 for TF's broadcast float64 subtraction,
-        and the training process's share of the per-image work limits the worker scaling."""
-        image = mold_image_fast(out[0], self.config) if out[7] == STATUS_OK else \
-            np.zeros(out[0].shape, np.float32)
-        return (image,) + tuple(out[1:])
+    def _fetch_one(self, image_id: int, seed: int, pool):
+        """The fetch's outputs for one sample: ``sample()``'s with the image molded (float32)
+        and the anchor labels as int32 ``[A, 1]``, the dtypes of the batch.
+
+        With worker processes the worker writes both into a shared-memory slot and this returns
+        arrays over the slot, which ``tf.numpy_function`` aliases: the ``batch`` op copies them
+        once and the slot is reused after that (see ``SlotRing.views``). This keeps the training
+        process's work per image to the batch copy: it shares the cores with the workers, and
+        receiving, unpickling and molding 12 MB here was what limited the 1 -> 2 worker scaling.
+        In threads (or when no slot is free) the fetch molds by a table (~2 ms an image).
+        """
+        slot = self._slots.acquire() if pool is not None and self._pool_refused is None else None
+        try:
+            result = self._make(image_id, seed, pool, slot)
+            if result is None:
+                return self._closed_fetch(image_id)
+            out = self._accept(image_id, result)
+            if out[7] != STATUS_OK:
+                return self._dropped_fetch(out)
+            if out[0] is None:  # written into the slot by the worker
+                image, match = self._slots.views(slot[0])
+                slot = None  # released by the views' finalizers
+            else:
+                image = mold_image_fast(out[0], self.config)
+                match = out[2].astype(np.int32)[:, None]
+            return (image, out[1], match) + tuple(out[3:])
+        finally:
+            if slot is not None:  # not handed to TensorFlow
+                self._slots.release(slot[0])
+
+    def _dropped_fetch(self, out):
+        """The fetch's outputs for a sample the stream drops (skipped, failed, closed): shared
+        zeros in the fetch's dtypes, made once (the filter drops them before anything reads them)."""
+        if self._fetch_zeros is None:
+            self._fetch_zeros = (np.zeros(tuple(self.config.IMAGE_SHAPE), np.float32),
+                                 np.zeros((self.anchors.shape[0], 1), np.int32))
+        image, match = self._fetch_zeros
+        return (image, out[1], match) + tuple(out[3:])
+
+    def _closed_fetch(self, image_id: int):
+        return self._dropped_fetch(self._closed_result(image_id))
 
     def _closed_result(self, image_id: int):
         return self._empty() + (np.int32(STATUS_CLOSED), np.int64(image_id), b"closed")
@@ -324,8 +393,10 @@ class InputPipeline:
             positions = positions.filter(lambda s: (s % global_batch) * count // global_batch == index)
         calls, pool = self.workers_for(num_parallel_calls)
         fetch = self._fetcher(first_epoch, pool)
+        # The fetch's outputs: the image molded, the anchor labels int32 [A, 1] (as the model takes them).
         shapes = list(self._shapes()) + [(), (), ()]
-        dtypes = [tf.float32] + list(self._dtypes())[1:] + [tf.int32, tf.int64, tf.string]  # image molded
+        shapes[2] = shapes[2] + (1,)
+        dtypes = [tf.float32, tf.float32, tf.int32] + list(self._dtypes())[3:] + [tf.int32, tf.int64, tf.string]
 
         def load(s):
             out = tf.numpy_function(fetch, [s], dtypes, stateful=True, name="load_sample")
@@ -347,8 +418,7 @@ class InputPipeline:
             return run, x
 
         def to_inputs(*x):
-            match = tf.cast(x[2], tf.int32)[..., None]
-            return ((x[0], x[1], match) + tuple(x[3:7]),)
+            return (tuple(x[:7]),)
 
         ds = positions.map(load, num_parallel_calls=calls, deterministic=True)
         ds = ds.take_while(lambda *x: x[7] != STATUS_CLOSED)
@@ -394,3 +464,4 @@ def _close_all() -> None:
     for pipe in list(_LIVE):
         pipe.close()
     shutdown_pools()
+    close_rings()

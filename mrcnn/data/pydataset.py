@@ -196,9 +196,10 @@ class TrainingStream(keras.utils.PyDataset):
                                            f"last was {out[9].decode('utf-8', 'replace')}")
                 elif status == STATUS_OK:
                     self._failed_in_a_row = 0
-                    image, meta, rpn_match = out[:3]
-                    # The fetch molded the image already (as for tf.data).
-                    samples.append((image, meta, rpn_match.astype(np.int32)[:, None]) + tuple(out[3:7]))
+                    # Molded, labels int32 [A, 1], as for tf.data; with worker processes the image
+                    # and labels are views of shared-memory slots, which np.stack copies once
+                    # (the slots are reused when these views are gone).
+                    samples.append(out[:7])
             return (tuple(np.stack(column) for column in zip(*samples)),)
 
     def on_epoch_end(self) -> None:

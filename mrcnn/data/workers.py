@@ -6,8 +6,14 @@ and the fast path of :mod:`mrcnn.data.fast`.
 Why processes: the per-image work (``load_image``/``load_mask``, resizes, augmentation,
 RPN targets) is Python and numpy code that holds the GIL for much of its time, so threads
 inside ``tf.data`` scale to about 1.4x on two cores. Each worker process has its own GIL;
-the ``tf.data`` thread that asked for a sample only waits for it (no GIL held) and receives
-~3.5 MB (uint8 image, int8 anchor labels, mini masks). A ``Dataset`` (or config or
+the ``tf.data`` thread that asked for a sample only waits for it (no GIL held).
+
+The two big arrays do not travel through the executor's pipe: the worker molds the image
+(float32, 12 MB at 1024 px) and widens the anchor labels (int32 ``[A, 1]``) straight into a
+shared-memory slot (:class:`SlotRing`) that the training process hands to TensorFlow without
+a copy; only the small arrays are pickled. On two cores the training process shares the CPUs
+with the workers, so its per-image work (receiving and unpickling 3.5 MB, molding) was what
+capped the 1 -> 2 worker scaling. A ``Dataset`` (or config or
 augmentation) that cannot be pickled cannot be sent to a process: :func:`make_pool` says so
 and the pipeline runs the same :class:`SampleMaker` in its own threads instead.
 
@@ -18,22 +24,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import multiprocessing
 import os
 import pickle
 import random
 import re
+import secrets
 import sys
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
-from typing import Optional
+from multiprocessing import shared_memory
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
 from mrcnn.data.augment import apply_numpy2_shim
-from mrcnn.data.fast import load_image_gt_fast
+from mrcnn.data.fast import load_image_gt_fast, mold_image_fast
 from mrcnn.data.loader import _reference
 from mrcnn.data.targets import build_rpn_targets
 from mrcnn.data.validate import SampleError
@@ -128,11 +139,170 @@ def _config_values(config):
     return plain
 
 
+# ------------------------------------------------------------------------------ shared memory
+SHM_PREFIX = "mrcnn_"  # segment names: mrcnn_<owner pid>_<token>_<k>, so a test can find leftovers
+
+
+class _Segment(shared_memory.SharedMemory):
+    """A segment whose mapping may outlive ``close()``: TensorFlow can still hold a tensor aliasing
+    it (``close`` then refuses with BufferError and the mapping stays until that tensor is freed)."""
+
+    def __del__(self):
+        try:
+            self.close()
+        except (OSError, BufferError):
+            pass
+
+
+class SlotRing:
+    """Shared-memory slots, each holding one sample's molded image and anchor labels.
+
+    Owned by the training process. A fetch :meth:`acquire` s a slot before sending the request,
+    the worker writes into it (:func:`slot_views` gives both sides the same layout), and
+    :meth:`views` wraps the slot for TensorFlow: the slot goes back to the free list only when
+    every array over it has been freed (``weakref.finalize``; ``tf.numpy_function`` aliases the
+    returned arrays and drops them once the ``batch`` op has copied them), so a slot is never
+    rewritten while something can still read it.
+
+    Slots are created on demand, up to ``max_slots``; beyond that (or when ``/dev/shm`` is full)
+    :meth:`acquire` returns None and the sample travels through the pipe as before. Memory is
+    reserved when a slot is created (``posix_fallocate``), so a full ``/dev/shm`` is an error here,
+    not a SIGBUS in a worker. :meth:`close` unlinks every segment (at pipeline close and at exit);
+    the ``multiprocessing`` resource tracker unlinks them if the process is killed.
+    """
+
+    def __init__(self, image_shape: Tuple[int, ...], anchors: int, max_slots: int):
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.anchors = int(anchors)
+        self.max_slots = int(max_slots)
+        self.nbytes = slot_nbytes(self.image_shape, self.anchors)
+        self._prefix = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
+        self._segments: List[Optional[_Segment]] = []
+        self._free: List[int] = []
+        # Reentrant: a finalizer (release) can run in this thread while it holds the lock, when
+        # the garbage collector frees a cycle holding a slot's arrays.
+        self._lock = threading.RLock()
+        self._closed = False
+        self._refused: Optional[str] = None
+        _RINGS.add(self)
+
+    def acquire(self) -> Optional[Tuple[int, str]]:
+        """``(slot index, segment name)`` of a free slot, or None (use the pipe)."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._free:
+                k = self._free.pop()
+                return k, self._segments[k].name
+            if len(self._segments) >= self.max_slots or self._refused:
+                return None
+            name = f"{self._prefix}{len(self._segments)}"
+            try:
+                seg = _Segment(name=name, create=True, size=self.nbytes)
+            except OSError as exc:
+                self._refused = str(exc)
+                logger.warning("no shared memory for samples (%s); sending them through the pipe", exc)
+                return None
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(seg._fd, 0, self.nbytes)  # fail here, not with SIGBUS in a worker
+            except OSError as exc:
+                seg.unlink()
+                self._refused = str(exc)
+                logger.warning("no shared memory for samples (%s); sending them through the pipe", exc)
+                return None
+            self._segments.append(seg)
+            return len(self._segments) - 1, name
+
+    def release(self, k: int) -> None:
+        """Back to the free list (nothing may read or write slot ``k`` any more)."""
+        with self._lock:
+            if not self._closed and self._segments[k] is not None:
+                self._free.append(k)
+
+    def discard(self, k: int) -> None:
+        """Never reuse slot ``k`` (a worker might still write into it, e.g. after a pool broke)."""
+        with self._lock:
+            seg, self._segments[k] = self._segments[k], None
+        if seg is not None:
+            _unlink(seg)
+
+    def views(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(image float32 [H, W, 3], rpn_match int32 [A, 1])`` over slot ``k``; the slot is
+        released when both arrays (and everything aliasing them) are gone."""
+        image, match = slot_views(self._segments[k].buf, self.image_shape, self.anchors)
+        left = [2]
+        lock = threading.RLock()
+
+        def drop():
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self.release(k)
+
+        weakref.finalize(image, drop)
+        weakref.finalize(match, drop)
+        return image, match
+
+    def close(self) -> None:
+        """Unlinks every segment (idempotent). Mappings that TensorFlow still aliases stay valid
+        until freed; nothing is written into them any more."""
+        with self._lock:
+            self._closed = True
+            segments, self._segments = [s for s in self._segments if s is not None], []
+            self._free = []
+        for seg in segments:
+            _unlink(seg)
+            try:
+                seg.close()
+            except (OSError, BufferError):
+                pass  # still aliased by a tensor: unmapped when that is freed
+
+    @property
+    def size(self) -> int:
+        return len(self._segments)
+
+
+def _unlink(seg) -> None:
+    try:
+        seg.unlink()
+    except OSError:
+        pass
+
+
+_RINGS: "weakref.WeakSet[SlotRing]" = weakref.WeakSet()
+
+
+def close_rings() -> None:
+    """Unlinks the segments of every ring of this process (at exit)."""
+    for ring in list(_RINGS):
+        ring.close()
+
+
+def slot_nbytes(image_shape, anchors: int) -> int:
+    return int(np.prod(image_shape)) * 4 + int(anchors) * 4
+
+
+def slot_views(buf, image_shape, anchors: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The slot layout: molded image float32 ``image_shape``, then anchor labels int32 ``[A, 1]``.
+
+    ``np.frombuffer`` (not ``np.ndarray(buffer=...)``, which drops the buffer export and keeps
+    only a reference): while an array exists the mapping cannot be closed (BufferError), so a
+    tensor aliasing a slot never reads unmapped memory, even after its pipeline closed.
+    """
+    size = int(np.prod(image_shape))
+    image = np.frombuffer(buf, np.float32, count=size).reshape(tuple(image_shape))
+    match = np.frombuffer(buf, np.int32, count=int(anchors), offset=4 * size).reshape(int(anchors), 1)
+    return image, match
+
+
 # ------------------------------------------------------------------------------ worker side
 _MAKER: Optional[SampleMaker] = None
+_ATTACHED: "OrderedDict[str, object]" = OrderedDict()
 
 
-def _init_worker(payload: bytes) -> None:
+def _init_worker(payload: bytes, owner: int) -> None:
     global _MAKER
     # One numpy/BLAS thread per worker process: the parallelism is the processes.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -140,10 +310,72 @@ def _init_worker(payload: bytes) -> None:
     # An imgaug augmenter unpickles by importing imgaug, which needs NumPy 2's removed aliases.
     apply_numpy2_shim()
     _MAKER = pickle.loads(payload)
+    # A worker blocks on the executor's queue, whose pipe it holds both ends of: if the training
+    # process is killed, nothing would ever wake it. Exit when the owner is gone.
+    threading.Thread(target=_exit_with_owner, args=(owner,), daemon=True, name="mrcnn-owner-watch").start()
 
 
-def _run(image_id: int, sample_seed: int):
-    return _MAKER(image_id, sample_seed)
+def _exit_with_owner(owner: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != owner:
+            os._exit(0)
+
+
+def _attach(name: str):
+    """The worker's mapping of segment ``name`` (cached). Not registered with the resource
+    tracker: the owner created the segment and is the one that unlinks it."""
+    buf = _ATTACHED.get(name)
+    if buf is not None:
+        _ATTACHED.move_to_end(name)
+        return buf
+    if os.path.isdir("/dev/shm"):
+        # A new name means a ring grew or a new pipeline started: forget segments already
+        # unlinked by their owner (closed pipelines), whose memory the mapping would keep.
+        for old in [n for n in _ATTACHED if not os.path.exists(os.path.join("/dev/shm", n))]:
+            _close_mapping(_ATTACHED.pop(old))
+    try:
+        import _posixshmem
+    except ImportError:  # Windows: no resource tracker for shared memory
+        buf = shared_memory.SharedMemory(name=name).buf
+    else:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            buf = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    _ATTACHED[name] = buf
+    while len(_ATTACHED) > 256:
+        _close_mapping(_ATTACHED.popitem(last=False)[1])
+    return buf
+
+
+def _close_mapping(buf) -> None:
+    try:
+        buf.close() if isinstance(buf, mmap.mmap) else buf.release()
+    except (BufferError, ValueError):
+        pass
+
+
+def _run(image_id: int, sample_seed: int, slot: Optional[str] = None):
+    result = _MAKER(image_id, sample_seed)
+    arrays = result[0]
+    if slot is None or arrays is None:
+        return result
+    # Mold into the slot (same table as the training process used to) and widen the labels
+    # there, so neither big array is pickled; the owner knows the slot from its request.
+    cfg = _MAKER.config
+    if arrays[0].shape != tuple(int(d) for d in cfg.IMAGE_SHAPE):
+        return result  # not the slot's layout (e.g. pad64 images of varying size): through the pipe
+    try:
+        image, match = slot_views(_attach(slot), cfg.IMAGE_SHAPE, arrays[2].shape[0])
+        mold_image_fast(arrays[0], cfg, out=image)
+        match[:, 0] = arrays[2]
+        del image, match  # no export left on the mapping (it may be closed when evicted)
+    except (OSError, ValueError) as exc:  # segment gone (pipeline closed) or not the expected size
+        logger.debug("slot %s not used: %s", slot, exc)
+        return result
+    return (None, arrays[1], None) + tuple(arrays[3:]), result[1], result[2], result[3]
 
 
 # ------------------------------------------------------------------------------ owner side
@@ -199,7 +431,7 @@ def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
             _POOLS.move_to_end(key)
             return pool
         pool = ProcessPoolExecutor(max_workers=key[1], mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(payload,))
+                                   initializer=_init_worker, initargs=(payload, os.getpid()))
         _POOLS[key] = pool
         while len(_POOLS) > MAX_POOLS:
             _, old = _POOLS.popitem(last=False)
@@ -238,8 +470,10 @@ def shutdown_pools() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int):
-    return pool.submit(_run, int(image_id), int(sample_seed))
+def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int, slot: Optional[str] = None):
+    """Asks a worker for a sample; with a ``slot`` (segment name) the molded image and the anchor
+    labels are written there and come back as None."""
+    return pool.submit(_run, int(image_id), int(sample_seed), slot)
 
 
 def host_cores() -> int:

@@ -320,13 +320,13 @@ _SHM = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory listed in /dev/shm")
 _WORKER_KILL = pytest.mark.skipif(
     os.environ.get("MRCNN_TEST_WORKER_KILL") != "1",
     reason="hangs about 1 run in 8 inside Python 3.11's ProcessPoolExecutor (a worker killed while it "
            "writes a result), not in mrcnn; run with MRCNN_TEST_WORKER_KILL=1")
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory listed in /dev/shm")
 @pytest.mark.parametrize("how", ["exit", pytest.param("worker-crash", marks=[pytest.mark.slow, _WORKER_KILL]),
                                  pytest.param("killed", marks=pytest.mark.slow)])
 def test_no_shared_memory_left_behind(tmp_path, how):

@@ -54,13 +54,18 @@ SHAPES = [
 ]
 
 
-def _slices(x, u, m, bias, relu):
-    """Separable input transform with strided slices and sums (variant ``slicesM``)."""
+def _padded(x, m):
+    """F(m, 3)'s matrices, tile size a, x's shape, tiles per column/row and x zero-padded to whole tiles."""
     bt, _, at = winograd.winograd_matrices(m)
-    a = m + 2
     b, h, w, c = x.shape
     th, tw = -(-h // m), -(-w // m)
     xp = tf.pad(x, [[0, 0], [1, m * th + 1 - h], [1, m * tw + 1 - w], [0, 0]])
+    return bt, at, m + 2, (b, h, w, c), th, tw, xp
+
+
+def _slices(x, u, m, bias, relu):
+    """Separable input transform with strided slices and sums (variant ``slicesM``)."""
+    bt, at, a, (b, h, w, c), th, tw, xp = _padded(x, m)
 
     def combine(row, parts):
         return tf.add_n([float(f) * parts[k] for k, f in enumerate(row) if f != 0])
@@ -77,11 +82,7 @@ def _slices(x, u, m, bias, relu):
 
 def _stack(x, u, m, bias, relu):
     """The a*a strided slices stacked, then the Kronecker matmul (variant ``stackM``)."""
-    bt, _, at = winograd.winograd_matrices(m)
-    a = m + 2
-    b, h, w, c = x.shape
-    th, tw = -(-h // m), -(-w // m)
-    xp = tf.pad(x, [[0, 0], [1, m * th + 1 - h], [1, m * tw + 1 - w], [0, 0]])
+    bt, at, a, (b, h, w, c), th, tw, xp = _padded(x, m)
     p = tf.stack([xp[:, r:r + m * (th - 1) + 1:m, s:s + m * (tw - 1) + 1:m]
                   for r in range(a) for s in range(a)], 0)
     v = tf.matmul(tf.constant(np.kron(bt, bt), tf.float32), tf.reshape(p, [a * a, -1]))

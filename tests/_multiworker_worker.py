@@ -77,15 +77,15 @@ def main(out_path: str, log_dir: str, init_path: str) -> None:
     # per-sample seed is (seed * 7919 + epoch * 1000003 + position) mod 2**31.
     from mrcnn.data.pipeline import InputPipeline
     loaded = []
-    sample = InputPipeline.sample
+    fetch_one = InputPipeline._fetch_one  # every sample the stream loads (worker or thread)
 
-    def recording_sample(self, image_id, sample_seed):
+    def recording_fetch(self, image_id, sample_seed, pool):
         if self.dataset is train_ds:
             v = (int(sample_seed) - 3 * 7_919) % (2 ** 31)
             loaded.append([v // 1_000_003, v % 1_000_003])  # epoch, position
-        return sample(self, image_id, sample_seed)
+        return fetch_one(self, image_id, sample_seed, pool)
 
-    InputPipeline.sample = recording_sample
+    InputPipeline._fetch_one = recording_fetch
 
     model = modellib.MaskRCNN("training", Cfg(), log_dir)
     if STRATEGY is None:

@@ -186,6 +186,68 @@ def test_folded_graph_runs_winograd_and_matches_keras():
     _assert_close(fn(*inputs), ref2)
 
 
+def _rpn_like_model(seed=0):
+    """An RPN-like head as a nested model (Matterport's rpn_model): 3x3 conv + ReLU whose only
+    consumers are two linear 1x1 convs, applied to two maps; plus a 3x3 conv whose output is
+    also a model output (not fusable)."""
+    keras.utils.set_random_seed(seed)
+    fmap = keras.Input((None, None, 128))
+    shared = keras.layers.Conv2D(160, 3, padding="same", activation="relu", name="shared")(fmap)
+    cls = keras.layers.Conv2D(6, 1, name="cls")(shared)
+    box = keras.layers.Conv2D(12, 1, name="box")(shared)
+    head = keras.Model([fmap], [cls, box], name="head_model")
+    a, b = keras.Input((None, None, 128)), keras.Input((None, None, 128))
+    out_a, out_b = head([a]), head([b])
+    exposed = keras.layers.Conv2D(128, 3, padding="same", name="exposed")(b)
+    side = keras.layers.Conv2D(8, 1, name="side")(exposed)
+    return keras.Model([a, b], list(out_a) + list(out_b) + [exposed, side])
+
+
+def test_one_by_one_heads_fused_into_winograd_strips():
+    """The heads are computed strip by strip inside the Winograd convolution (the 160-channel
+    map is never made), in small strips too, with the same outputs as Keras; a conv whose
+    output is also a model output keeps its map and its 1x1 consumer."""
+    model = _rpn_like_model()
+    rng = np.random.RandomState(3)
+    inputs = [tf.constant(rng.standard_normal((1, 29, 23, 128)).astype(np.float32)),
+              tf.constant(rng.standard_normal((1, 12, 8, 128)).astype(np.float32))]
+    ref = model(inputs, training=False)
+    graph = fold.FoldedGraph(model, use_winograd=True)
+    assert sorted(graph.winograd_convs) == ["exposed", "shared"]
+    assert sorted(graph.fused_heads) == ["box", "cls"]
+    spec = [tf.TensorSpec([None, None, None, 128])] * 2
+    fn = tf.function(lambda a, b: graph([a, b]), input_signature=spec)
+    concrete = fn.get_concrete_function()
+    # Only the side 1x1 conv stays a Conv2D: the heads are matrix products in the strips.
+    assert [op.type for op in concrete.graph.get_operations()].count("Conv2D") == 1
+    _assert_close(fn(*inputs), ref)
+    original = winograd.winograd_conv3x3.__defaults__
+    try:  # many strips: each strip's head rows land in place
+        winograd.winograd_conv3x3.__defaults__ = (None, False, 20000, None, None)
+        fn_small = tf.function(lambda a, b: fold.FoldedGraph(model, use_winograd=True)([a, b]))
+        _assert_close(fn_small(*inputs), ref)
+    finally:
+        winograd.winograd_conv3x3.__defaults__ = original
+    # Under XLA the convolutions stay conv2d and the heads are their own convolutions again.
+    xla = tf.function(lambda a, b: graph([a, b]), jit_compile=True)
+    _assert_close(xla(*inputs), ref)
+
+
+def test_winograd_convs_run_one_after_the_other():
+    """Each Winograd convolution's output buffer waits for the previous one's output
+    (WinogradChain): the loops of independent convolutions (the RPN's levels) do not run at once."""
+    model = _rpn_like_model(1)
+    graph = fold.FoldedGraph(model, use_winograd=True)
+    spec = [tf.TensorSpec([None, None, None, 128])] * 2
+    g = tf.function(lambda a, b: graph([a, b]), input_signature=spec).get_concrete_function().graph
+    empties = [op for op in g.get_operations() if op.type == "Empty"]
+    assert len(empties) == 3  # shared on each map, exposed
+    # The dependencies sit on the ops of the buffer's shape (made inside the same control context).
+    waits = [[c.type for i in op.inputs[0].op.inputs for c in i.op.control_inputs] for op in empties]
+    # The first waits for its kernel only; the others also for the previous output.
+    assert sorted(w.count("EnsureShape") for w in waits) == [0, 1, 1]
+
+
 def test_env_switch(monkeypatch):
     model = _small_model(1)
     monkeypatch.setenv("MRCNN_WINOGRAD", "0")

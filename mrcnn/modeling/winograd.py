@@ -143,9 +143,11 @@ def transform_kernel(kernel: tf.Tensor, m: int) -> tf.Tensor:
 
 
 def _strip(xs: tf.Tensor, u: tf.Tensor, m: int, rows: tf.Tensor, out_rows: tf.Tensor,
-           w: tf.Tensor, bias: Optional[tf.Tensor], relu: bool) -> tf.Tensor:
+           w: tf.Tensor, bias: Optional[tf.Tensor], relu: bool,
+           head: Optional[Tuple[tf.Tensor, tf.Tensor]] = None) -> tf.Tensor:
     """Output rows ``[out_rows, B, w, Cout]`` of a padded strip ``xs`` ``[B, rows*m + 2, tw*m + 2, Cin]``
-    (``rows`` tile rows; ``out_rows <= rows*m`` drops the far padding of the last strip)."""
+    (``rows`` tile rows; ``out_rows <= rows*m`` drops the far padding of the last strip), or
+    ``[out_rows, B, w, K]`` after the 1x1 ``head`` (see :func:`winograd_conv3x3`)."""
     bt, _, at = winograd_matrices(m)
     a = m + 2
     cin, cout = xs.shape[-1], u.shape[-1]
@@ -166,11 +168,20 @@ def _strip(xs: tf.Tensor, u: tf.Tensor, m: int, rows: tf.Tensor, out_rows: tf.Te
     y = y[:out_rows, :, :w]
     if bias is not None:
         y = tf.nn.bias_add(y, tf.cast(bias, tf.float32))
-    return tf.nn.relu(y) if relu else y
+    if relu:
+        y = tf.nn.relu(y)
+    if head is not None:
+        kernel, head_bias = head
+        k = kernel.shape[-1]
+        y = tf.matmul(tf.reshape(y, [-1, cout]), kernel) + head_bias
+        y = tf.reshape(y, [out_rows, b, w, k])
+    return y
 
 
 def winograd_conv3x3(x: tf.Tensor, u: tf.Tensor, m: int, bias: Optional[tf.Tensor] = None,
-                     relu: bool = False, max_bytes: int = MAX_BYTES) -> tf.Tensor:
+                     relu: bool = False, max_bytes: int = MAX_BYTES,
+                     after: Optional[tf.Tensor] = None,
+                     head: Optional[Tuple[tf.Tensor, tf.Tensor]] = None) -> tf.Tensor:
     """3x3 stride-1 'same' correlation of ``x`` ``[B, H, W, Cin]`` (float32, any H, W >= 1) with
     the transformed kernel ``u`` ``[(m+2)^2, Cin, Cout]`` of :func:`transform_kernel`, then
     ``+ bias`` ``[Cout]`` and ReLU if asked. Returns ``[B, H, W, Cout]`` float32, equal to
@@ -182,9 +193,17 @@ def winograd_conv3x3(x: tf.Tensor, u: tf.Tensor, m: int, bias: Optional[tf.Tenso
     tiles, one after the other (``tf.while_loop``), each strip's products at most
     ``max_bytes``, and each strip's output rows are written in place into one preallocated
     output (``InplaceUpdate``): concatenating the strips instead would hold the output twice.
+    With ``after`` (a tensor), nothing is allocated before ``after`` is computed: the
+    convolution waits for it (see :class:`.fold.WinogradChain`).
+
+    ``head``, ``(kernel [Cout, K], bias [K])``: a 1x1 convolution applied to each strip after
+    the bias and ReLU; the result is then ``[B, H, W, K]`` and the ``Cout``-channel map is
+    never whole in memory (the RPN's 256x256x512 P2 map is 128 MB at 1024 px, its two 1x1
+    heads together 18 channels; see :class:`.fold.FoldedGraph`).
     """
     a = m + 2
     cin, cout = x.shape[-1], u.shape[-1]
+    out_channels = cout if head is None else head[0].shape[-1]
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
     th, tw = (h + m - 1) // m, (w + m - 1) // m  # tiles per column and row
@@ -203,7 +222,7 @@ def winograd_conv3x3(x: tf.Tensor, u: tf.Tensor, m: int, bias: Optional[tf.Tenso
         xs = x[:, tf.maximum(top, 0):tf.minimum(bottom, h)]
         xs = tf.pad(xs, [[0, 0], [tf.maximum(-top, 0), tf.maximum(bottom - h, 0)], pad_w, [0, 0]])
         out_rows = tf.minimum(count * m, h - first * m)
-        piece = _strip(xs, u, m, count, out_rows, w, bias, relu)
+        piece = _strip(xs, u, m, count, out_rows, w, bias, relu, head)
         # Writes into ``out``'s buffer: it is this loop's own (below), so nothing else sees it.
         return i + 1, tf.raw_ops.InplaceUpdate(x=out, i=tf.range(first * m, first * m + out_rows),
                                                v=piece)
@@ -211,13 +230,13 @@ def winograd_conv3x3(x: tf.Tensor, u: tf.Tensor, m: int, bias: Optional[tf.Tenso
     # [H, B, W, Cout], uninitialised: the strips write every row. The control dependency on
     # this convolution's kernel keeps grappler from merging it with another convolution's
     # buffer of the same shape (they would then write into one buffer).
-    with tf.control_dependencies([u]):
-        out = tf.raw_ops.Empty(shape=tf.stack([h, b, w, cout]), dtype=tf.float32, init=False)
+    with tf.control_dependencies([u] + ([after] if after is not None else [])):
+        out = tf.raw_ops.Empty(shape=tf.stack([h, b, w, out_channels]), dtype=tf.float32, init=False)
     _, out = tf.while_loop(lambda i, _: i < n, body, [tf.constant(0), out], parallel_iterations=1)
     # [H, B, W, Cout] -> [B, H, W, Cout]: no data movement when B == 1 (TensorFlow reshapes a
     # transpose that only moves a dimension of size 1).
     y = tf.transpose(out, [1, 0, 2, 3])
-    return tf.ensure_shape(y, list(x.shape[:3]) + [cout])
+    return tf.ensure_shape(y, list(x.shape[:3]) + [out_channels])
 
 
 def is_winograd_conv(conv, compute_dtype: str) -> bool:

@@ -202,6 +202,21 @@ def _conv_rate(dtype: str, repeats: int = 5) -> float:
     return 2 * 256 * 256 * 9 * 256 * 256 / best / 1e9
 
 
+def _live_peak_mb(reset: bool = False):
+    """TensorFlow's own peak of live tensors on the CPU (MB), or None where it is not kept
+    (other backends, allocators without statistics). With oneDNN (TensorFlow's x86 default)
+    the CPU allocator is a pool that grows and never gives memory back, so the peak RSS is the
+    pool's high water: live tensors plus fragmentation. This column tells the two apart."""
+    try:
+        import tensorflow as tf
+        if reset:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+            return 0.0
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2 ** 20
+    except Exception:  # noqa: BLE001 - JAX backend, TF without allocator stats
+        return None
+
+
 def worker(args) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import resource
@@ -221,6 +236,7 @@ def worker(args) -> None:
         for _ in range(args.warmups):
             r = model.detect([image])
         times = []
+        live = _live_peak_mb(reset=True)
         for _ in range(args.repeats):
             t = time.perf_counter()
             r = model.detect([image])
@@ -228,6 +244,8 @@ def worker(args) -> None:
         out["seconds"] = statistics.median(times)
         out["detections"] = int(len(r[0]["class_ids"]))
         out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        if live is not None:
+            out["live_mb"] = _live_peak_mb()
         if args.flops:
             out["flops"] = _count_flops(model, 1024)
             out["conv_f32"] = _conv_rate("float32")
@@ -438,7 +456,8 @@ def main(argv=None) -> None:
         head = "| variant | this s | x base |"
         if prev:
             head += " prev s | this x prev |"
-        head += " peak RSS MB this |" + (" prev |" if prev else "") + " this GFLOP/s |"
+        head += " peak RSS MB this |" + (" prev |" if prev else "") + " live MB this |" + \
+            (" prev |" if prev else "") + " this GFLOP/s |"
         print(head)
         print("|---" * (head.count("|") - 1) + "|")
         for row, _, _ in rows:
@@ -453,6 +472,10 @@ def main(argv=None) -> None:
             line += f" {_median([r['rss_mb'] for r in runs]):.0f} |"
             if prev:
                 line += f" {_median([r['rss_mb'] for r in case[('prev', row)]]):.0f} |"
+            # TensorFlow's peak of live tensors (weights included) during the timed calls.
+            for key in (("this", row), ("prev", row)) if prev else (("this", row),):
+                live = [r["live_mb"] for r in case.get(key, []) if r.get("live_mb") is not None]
+                line += f" {_median(live):.0f} |" if live else " - |"
             line += f" {flops / t / 1e9:.0f} |" if flops and t else " - |"
             print(line)
         if flops:

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -203,7 +205,7 @@ def _rpn_like_model(seed=0):
     return keras.Model([a, b], list(out_a) + list(out_b) + [exposed, side])
 
 
-def test_one_by_one_heads_fused_into_winograd_strips():
+def test_one_by_one_heads_fused_into_winograd_strips(monkeypatch):
     """The heads are computed strip by strip inside the Winograd convolution (the 160-channel
     map is never made), in small strips too, with the same outputs as Keras; a conv whose
     output is also a model output keeps its map and its 1x1 consumer."""
@@ -221,13 +223,11 @@ def test_one_by_one_heads_fused_into_winograd_strips():
     # Only the side 1x1 conv stays a Conv2D: the heads are matrix products in the strips.
     assert [op.type for op in concrete.graph.get_operations()].count("Conv2D") == 1
     _assert_close(fn(*inputs), ref)
-    original = winograd.winograd_conv3x3.__defaults__
-    try:  # many strips: each strip's head rows land in place
-        winograd.winograd_conv3x3.__defaults__ = (None, False, 20000, None, None)
+    with monkeypatch.context() as patch:  # many strips: each strip's head rows land in place
+        patch.setattr(winograd, "winograd_conv3x3",
+                      functools.partial(winograd.winograd_conv3x3, max_bytes=20000))
         fn_small = tf.function(lambda a, b: fold.FoldedGraph(model, use_winograd=True)([a, b]))
         _assert_close(fn_small(*inputs), ref)
-    finally:
-        winograd.winograd_conv3x3.__defaults__ = original
     # Under XLA the convolutions stay conv2d and the heads are their own convolutions again.
     xla = tf.function(lambda a, b: graph([a, b]), jit_compile=True)
     _assert_close(xla(*inputs), ref)

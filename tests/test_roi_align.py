@@ -119,3 +119,38 @@ def test_pyramid_roi_align_gradient_matches_crop_and_resize_gradient():
         g_ref = np.zeros_like(m) if g_ref is None else tf.convert_to_tensor(g_ref).numpy()
         g_ours = tf.convert_to_tensor(g_ours).numpy()
         np.testing.assert_allclose(g_ours, g_ref, atol=1e-5)
+
+
+def test_inference_roi_align_crops_per_level_in_chunks_with_the_layers_values(monkeypatch):
+    """fold's inference form (crop_and_resize per level, a static number of boxes per call,
+    written in place): the layer's values exactly, for every level, chunks, a spare padded
+    row, NaN/inf boxes and batch 2; bfloat16 maps (no kernel) go to the layer itself."""
+    from mrcnn.modeling import fold
+    monkeypatch.setattr(fold, "_CROP_CHUNK", 3)  # several chunks per level, last one padded
+    rng = np.random.default_rng(13)
+    maps, meta = _pyramid(rng, size=1024)
+    boxes = np.stack([_boxes(rng, 8), _boxes(rng, 8)])
+    boxes[:, :4] = [[0, 0, 1, 1], [0.1, 0.1, 0.3, 0.3], [0.2, 0.2, 0.3, 0.3], [0.3, 0.3, 0.32, 0.32]]
+    boxes[0, 5] = [np.nan, 0, 1, 1]
+    boxes[1, 6] = [0, -np.inf, 1, np.inf]
+    levels = np.asarray(roi_pyramid_level(boxes, meta[:, 4:7]))
+    assert set(np.unique(levels)) == {2, 3, 4, 5} and (np.bincount(levels.ravel())[2:] > 3).any()
+    for pool in [(7, 7), (14, 14), (2, 3)]:
+        layer = PyramidROIAlign(pool)
+        run = fold._native_roi_align(layer)
+        fn = tf.function(lambda *x: run(list(x)))
+        got = fn(boxes, meta, *maps).numpy()
+        expected = np.asarray(layer([boxes, meta] + maps))
+        assert got.shape == expected.shape == (2, boxes.shape[1]) + pool + (3,)
+        np.testing.assert_array_equal(got, expected, err_msg=f"pool {pool}")
+        np.testing.assert_array_equal(got[0, 5], 0.0)
+        np.testing.assert_array_equal(got[1, 6], 0.0)
+        graph = fn.get_concrete_function(boxes, meta, *maps).graph
+        crops = [op for f in [graph] + [graph._functions[k].graph for k in graph._functions]
+                 for op in f.get_operations() if op.type == "CropAndResize"]
+        assert len(crops) == 4
+        assert all(op.inputs[1].shape.as_list() == [3, 4] for op in crops)  # static box count
+    half = [tf.cast(m, tf.bfloat16) for m in maps]
+    layer = PyramidROIAlign((7, 7))
+    got = tf.function(lambda *x: fold._native_roi_align(layer)(list(x)))(boxes, meta, *half)
+    np.testing.assert_array_equal(got.numpy(), np.asarray(layer.call([boxes, meta] + half)))

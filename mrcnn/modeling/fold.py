@@ -43,7 +43,7 @@ from keras import layers as KL
 
 from . import winograd
 from .backbone import BatchNorm
-from .roi_align import PyramidROIAlign
+from .roi_align import PyramidROIAlign, roi_pyramid_level
 
 __all__ = ["FoldedGraph", "find_conv_bn_pairs", "fold_conv_bn", "cpu_has_native_bf16",
            "warn_if_no_native_bf16"]
@@ -358,6 +358,74 @@ def _without_autocast(layer):
     return run
 
 
+# Boxes per crop_and_resize call in _native_roi_align: a static count, so that grappler's cost
+# model can price the op (with a data-dependent count it logs "Error in PredictCost()").
+_CROP_CHUNK = 64
+
+
+def _native_roi_align(layer):
+    """:class:`PyramidROIAlign` at inference, with ``tf.image.crop_and_resize`` on each level.
+
+    Same values as the layer. The layer's static-shape form (for XLA and the other backends)
+    gathers the four bilinear corners of every sample from one concatenated copy of P2..P5:
+    at 1000 ROIs, 7x7 and 256 channels that is an 85 MB copy of the pyramid and ~400 MB of
+    corners at once, the largest live set of ``detect()`` (peak RSS ~250 MB higher). Here
+    each level crops only its own boxes (as Matterport did), ``_CROP_CHUNK`` at a time, and
+    each chunk is written in place into the ``[B, N, ph, pw, C]`` output.
+
+    Inside XLA (``crop_and_resize`` has no XLA kernel) and for maps it does not take
+    (bfloat16) this is the layer's own ``call``, on the maps as they are (see
+    :func:`_without_autocast`).
+    """
+    chunk = _CROP_CHUNK
+    pool_h, pool_w = layer.pool_shape
+
+    def run(inputs, **_ignored):
+        boxes, meta, maps = inputs[0], inputs[1], list(inputs[2:])
+        if winograd.in_xla_context() or any(m.dtype not in (tf.float16, tf.float32, tf.float64)
+                                            for m in maps):
+            return layer.call(inputs)
+        boxes = tf.cast(boxes, tf.float32)
+        level = tf.reshape(roi_pyramid_level(boxes, meta[:, 4:7]), [-1])  # [B*N], 2..5
+        shape = tf.shape(boxes)
+        rows = shape[0] * shape[1]
+        channels = tf.shape(maps[0])[3]
+        # A box with a NaN or infinite coordinate pools zeros in the layer; crop_and_resize
+        # would index with NaN, so such boxes become one outside every map (zeros too).
+        # Finite coordinates are capped where the kernel's arithmetic stays finite.
+        flat = tf.reshape(boxes, [-1, 4])
+        finite = tf.reduce_all(tf.math.is_finite(flat), axis=-1, keepdims=True)
+        outside = tf.constant([[-2.0, -2.0, -2.0, -2.0]])
+        # Row ``rows`` is spare: the padding of each level's last chunk reads the box outside
+        # every map and is written there; it is dropped at the end.
+        flat = tf.concat([tf.where(finite, tf.clip_by_value(flat, -1e4, 1e4), -2.0), outside], 0)
+        image_ix = tf.concat([tf.repeat(tf.range(shape[0]), shape[1]), [0]], 0)
+        out = tf.zeros(tf.stack([rows + 1, pool_h, pool_w, channels]), tf.float32)
+        for k, feature_map in enumerate(maps):
+            ix = tf.cast(tf.reshape(tf.where(tf.equal(level, k + 2)), [-1]), tf.int32)
+            count = tf.shape(ix)[0]
+            chunks = (count + chunk - 1) // chunk
+            ix = tf.concat([ix, tf.fill([chunks * chunk - count], rows)], 0)
+            level_boxes, level_images = tf.gather(flat, ix), tf.gather(image_ix, ix)
+
+            def body(i, out, feature_map=feature_map, ix=ix, level_boxes=level_boxes,
+                     level_images=level_images):
+                start = i * chunk
+                crops = tf.image.crop_and_resize(
+                    feature_map, tf.slice(level_boxes, [start, 0], [chunk, 4]),
+                    tf.slice(level_images, [start], [chunk]), layer.pool_shape)
+                # In place: the loop owns ``out``, so the op reuses its buffer.
+                return i + 1, tf.tensor_scatter_nd_update(
+                    out, tf.slice(ix, [start], [chunk])[:, None], tf.cast(crops, tf.float32))
+
+            _, out = tf.while_loop(lambda i, _: i < chunks, body, [tf.constant(0), out],
+                                   parallel_iterations=1)
+        out = tf.reshape(out[:rows], tf.concat([shape[:2], [pool_h, pool_w, channels]], 0))
+        out.set_shape(list(inputs[0].shape[:2]) + [pool_h, pool_w, maps[0].shape[-1]])
+        return out
+    return run
+
+
 def _nested(graph: "FoldedGraph"):
     def run(inputs, **_ignored):
         return graph(keras.tree.flatten(inputs))
@@ -477,7 +545,8 @@ class FoldedGraph:
             if _is_plain_conv(op):
                 self._replace[id(op)] = conv_fn(op)
             elif isinstance(op, PyramidROIAlign):
-                self._replace[id(op)] = _without_autocast(op)
+                self._replace[id(op)] = (_without_autocast(op) if self.training
+                                         else _native_roi_align(op))
             elif isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
                 # A nested functional model (Matterport's rpn_model): its convolutions too.
                 nested = FoldedGraph(op, training=self.training, use_winograd=use_winograd,

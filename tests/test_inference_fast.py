@@ -137,6 +137,48 @@ def test_class_mask_gather_equals_full_masks(model):
     np.testing.assert_array_equal(picked[0], full[0, np.arange(len(ids)), :, :, ids])
 
 
+def test_first_call_warms_up_on_a_small_image_without_retracing(tmp_path, monkeypatch):
+    """A new predict function is first run on a 64x64 image and the C heap trimmed (the
+    optimiser's freed memory goes back before the feature maps come); the real call then
+    runs the same trace, and the results equal a model that was not warmed up."""
+    from mrcnn.modeling import maskrcnn as mm
+    calls = []
+    real_trim = mm._release_free_heap
+    monkeypatch.setattr(mm, "_release_free_heap", lambda: calls.append("trim") or real_trim())
+    keras.utils.set_random_seed(3)
+    m = unsaturate(MaskRCNN("inference", small_config(DETECTION_MIN_CONFIDENCE=0.0), str(tmp_path)))
+    shapes = []
+    make = mm._make_predict_fn
+
+    def recording(*args, **kwargs):
+        fn = make(*args, **kwargs)
+
+        def run(images, *rest):
+            shapes.append(images.shape)
+            return fn(images, *rest)
+        run.traced = fn
+        return run
+    monkeypatch.setattr(mm, "_make_predict_fn", recording)
+    image = _image()
+    got = m.detect([image])[0]
+    assert shapes[0] == (1, 64, 64, 3) and shapes[1][1:3] != (64, 64) and calls == ["trim"]
+    fn = m._get_predict_fn()[True].traced
+    assert fn.experimental_get_tracing_count() == 1
+    m.detect([image])
+    assert len(shapes) == 3 and calls == ["trim"]  # once per predict function
+    ref = m._predict_fn[True].traced
+    molded, metas, windows = m.mold_inputs([image])
+    det, masks = ref(molded.astype(np.float32), metas.astype(np.float32),
+                     m.get_anchors(molded.shape[1:]))
+    n = len(got["class_ids"])
+    assert n > 0
+    np.testing.assert_array_equal(np.asarray(det)[0, :n, 4].astype(np.int32), got["class_ids"])
+    np.testing.assert_allclose(np.asarray(det)[0, :n, 5], got["scores"], rtol=1e-6)
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert real_trim() is True
+
+
 def test_anchors_cached_in_both_forms(model):
     a = model.get_anchors((128, 128, 3))
     pixel = model.anchors

@@ -900,10 +900,13 @@ def _make_predict_fn(keras_model: keras.Model, config, jit_compile: bool = False
     channels = config.IMAGE_CHANNEL_COUNT
     graph = FoldedGraph(keras_model)
 
+    # No AutoGraph: the layers are keras.ops code written for every backend (no Python
+    # control flow on tensors); converting them cost 0.3-3 s more on the first call (R101).
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None, channels], tf.float32),
         tf.TensorSpec([None, config.IMAGE_META_SIZE], tf.float32),
-        tf.TensorSpec([None, 4], tf.float32)], reduce_retracing=True, jit_compile=jit_compile)
+        tf.TensorSpec([None, 4], tf.float32)], reduce_retracing=True, jit_compile=jit_compile,
+        autograph=False)
     def predict(images, metas, anchors):
         batch = tf.shape(images)[0]
         anchors = tf.broadcast_to(anchors[tf.newaxis], tf.concat([[batch], tf.shape(anchors)], 0))

@@ -371,7 +371,8 @@ def _native_roi_align(layer):
     at 1000 ROIs, 7x7 and 256 channels that is an 85 MB copy of the pyramid and ~400 MB of
     corners at once, the largest live set of ``detect()`` (peak RSS ~250 MB higher). Here
     each level crops only its own boxes (as Matterport did), ``_CROP_CHUNK`` at a time, and
-    each chunk is written in place into the ``[B, N, ph, pw, C]`` output.
+    each chunk is written in place into the ``[B, N, ph, pw, C]`` output. 1000 ROIs at 7x7
+    from a 1024 px pyramid: 27 ms against the layer's 68 (batch 4: 106 against 277 ms).
 
     Inside XLA (``crop_and_resize`` has no XLA kernel) and for maps it does not take
     (bfloat16) this is the layer's own ``call``, on the maps as they are (see
@@ -400,7 +401,11 @@ def _native_roi_align(layer):
         # every map and is written there; it is dropped at the end.
         flat = tf.concat([tf.where(finite, tf.clip_by_value(flat, -1e4, 1e4), -2.0), outside], 0)
         image_ix = tf.concat([tf.repeat(tf.range(shape[0]), shape[1]), [0]], 0)
-        out = tf.zeros(tf.stack([rows + 1, pool_h, pool_w, channels]), tf.float32)
+        # Zeroed, and made after this layer's boxes: grappler must not merge it with another
+        # layer's buffer of the same shape, since the chunks are written into it in place.
+        with tf.control_dependencies([boxes]):
+            out = tf.raw_ops.Empty(shape=tf.stack([rows + 1, pool_h, pool_w, channels]),
+                                   dtype=tf.float32, init=True)
         for k, feature_map in enumerate(maps):
             ix = tf.cast(tf.reshape(tf.where(tf.equal(level, k + 2)), [-1]), tf.int32)
             count = tf.shape(ix)[0]
@@ -414,9 +419,10 @@ def _native_roi_align(layer):
                 crops = tf.image.crop_and_resize(
                     feature_map, tf.slice(level_boxes, [start, 0], [chunk, 4]),
                     tf.slice(level_images, [start], [chunk]), layer.pool_shape)
-                # In place: the loop owns ``out``, so the op reuses its buffer.
-                return i + 1, tf.tensor_scatter_nd_update(
-                    out, tf.slice(ix, [start], [chunk])[:, None], tf.cast(crops, tf.float32))
+                # In place (InplaceUpdate writes into ``out``'s buffer, which only this loop
+                # sees); tensor_scatter_nd_update copied the whole output at every chunk.
+                return i + 1, tf.raw_ops.InplaceUpdate(
+                    x=out, i=tf.slice(ix, [start], [chunk]), v=tf.cast(crops, tf.float32))
 
             _, out = tf.while_loop(lambda i, _: i < chunks, body, [tf.constant(0), out],
                                    parallel_iterations=1)

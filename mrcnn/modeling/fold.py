@@ -140,9 +140,9 @@ class WinogradChain:
     previous one's output instead (a control dependency of its output buffer); both cores
     still work on each. Measured on ``detect()`` of a 1024x768 image (R101, TensorFlow's
     allocator peak, ``tf.config.experimental.get_memory_info``): 715-745 MB of live tensors
-    without the chain, ~670 MB with it (conv2d only: ~650 MB). The process's peak RSS did
-    not follow: oneDNN's CPU allocator keeps the pool it grew, and that pool is ~250 MB larger
-    with Winograd's many medium-sized buffers whatever their order (fragmentation).
+    without the chain, ~670 MB with it (conv2d only: ~650 MB). (The larger part of the peak
+    RSS above the base turned out to be ROIAlign, see :func:`_native_roi_align`, and the
+    freed heap of the first trace, see ``MaskRCNN._warm_up``.)
     """
 
     def __init__(self) -> None:

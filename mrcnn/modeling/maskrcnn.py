@@ -726,8 +726,8 @@ class MaskRCNN(object):
         """First call of a new TensorFlow predict function, on a 64x64 image, then the
         process's free heap goes back to the system.
 
-        The first call traces the graph and grappler optimises it, which leaves a few hundred
-        MB of freed heap behind; the feature maps of the first real call then come on top
+        The first call traces the graph and grappler optimises it, which leaves ~130 MB of
+        freed heap behind (R101); the feature maps of the first real call then come on top
         of it. Instantiating on a tiny input first and trimming the heap in between lowers
         ``detect()``'s peak RSS by ~60 MB on R101 at 1024 px, for ~0.5 s more on the
         first call. (Not under XLA, which compiles for each input shape.)

@@ -33,6 +33,38 @@ def _losses(model, batch):
     return {n: float(np.asarray(v)) for n, v in zip(LOSS_NAMES, out[-5:])}
 
 
+def test_raw_uint8_inputs_are_molded_in_the_model(model):
+    """The input pipeline's uint8 image and int8 anchor labels: molded on the device bit for bit
+    as mold_image does, so the model computes what the molded float32/int32 batch gives."""
+    import keras
+    from mrcnn.core.image import mold_image
+    from mrcnn.modeling.maskrcnn import mold_raw_inputs
+    cfg = model.config
+    batch = synthetic_batch(cfg, batch_size=2)
+    raw_image = np.round(np.asarray(batch[0], np.float64) + cfg.MEAN_PIXEL).astype(np.uint8)
+    np.testing.assert_array_equal(mold_image(raw_image, cfg).astype(np.float32), batch[0])
+    raw = [raw_image, batch[1], np.asarray(batch[2]).astype(np.int8)] + list(batch[3:])
+    tensors = [keras.ops.convert_to_tensor(x) for x in raw]
+    got = mold_raw_inputs(tensors, cfg)
+    assert isinstance(got, list) and len(got) == 7
+    np.testing.assert_array_equal(np.asarray(got[0]), batch[0])
+    assert keras.backend.standardize_dtype(got[2].dtype) == "int32"
+    np.testing.assert_array_equal(np.asarray(got[2]), batch[2])
+    assert all(g is t for g, t in zip(got[3:], tensors[3:]))
+    # Every value 0..255 in every channel, and the dict form by input name.
+    ramp = np.stack([np.arange(256, dtype=np.uint8)] * 3, axis=-1).reshape(1, 16, 16, 3)
+    out = mold_raw_inputs({"input_image": keras.ops.convert_to_tensor(ramp)}, cfg)
+    np.testing.assert_array_equal(np.asarray(out["input_image"]), mold_image(ramp, cfg).astype(np.float32))
+    # Molded inputs (Matterport's data_generator) pass unchanged.
+    molded = [keras.ops.convert_to_tensor(x) for x in batch]
+    assert all(g is t for g, t in zip(mold_raw_inputs(molded, cfg), molded))
+    # The RPN losses depend only on the image and the given labels: the same from either form.
+    a, b = _losses(model, raw), _losses(model, batch)
+    assert a["rpn_class_loss"] == b["rpn_class_loss"] and a["rpn_bbox_loss"] == b["rpn_bbox_loss"]
+    with pytest.raises(ValueError, match="MEAN_PIXEL"):
+        mold_raw_inputs([keras.ops.convert_to_tensor(np.zeros((1, 8, 8, 4), np.uint8))] + tensors[1:], cfg)
+
+
 def test_empty_ground_truth_gives_zero_box_and_mask_losses(model):
     losses = _losses(model, synthetic_batch(model.config, batch_size=2, empty=True))
     assert all(np.isfinite(v) for v in losses.values()), losses

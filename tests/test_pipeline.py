@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from mrcnn.core.image import mold_image
 from mrcnn.data import loader
 from mrcnn.data.pipeline import InputPipeline
 from samples.shapes.shapes import ShapesConfig, ShapesDataset, make_datasets
@@ -21,12 +22,21 @@ def test_pipeline_matches_data_generator():
     cfg = SmallConfig()
     pipe = InputPipeline(train, cfg, shuffle=False, seed=0)
     ours = _batches(pipe.dataset_fn(epochs=1), 3)
+    molded = _batches(InputPipeline(train, cfg, shuffle=False, seed=0).dataset_fn(epochs=1, molded=True), 3)
     gen = loader.data_generator(train, cfg, shuffle=False, batch_size=2)
     theirs = [next(gen)[0] for _ in range(3)]
-    assert len(ours) == 3
-    for a, b in zip(ours, theirs):
+    assert len(ours) == len(molded) == 3
+    for a, m, b in zip(ours, molded, theirs):
         img, meta, match, bbox, cls, boxes, masks = a
-        np.testing.assert_allclose(img, b[0])
+        # The stream carries the resized uint8 image and int8 labels (the model molds them);
+        # molded=True gives the generator's float32 image and int32 labels bit for bit.
+        assert img.dtype == np.uint8 and match.dtype == np.int8 and m[0].dtype == np.float32
+        np.testing.assert_array_equal(mold_image(img, cfg).astype(np.float32), b[0].astype(np.float32))
+        np.testing.assert_array_equal(m[0], b[0].astype(np.float32))
+        np.testing.assert_array_equal(m[2], match.astype(np.int32))
+        assert m[2].dtype == np.int32
+        for u, v in zip(m[3:], a[3:]):
+            np.testing.assert_array_equal(u, v)
         np.testing.assert_array_equal(meta, b[1])
         np.testing.assert_array_equal(cls, b[4])
         np.testing.assert_array_equal(boxes, b[5])

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -107,6 +108,22 @@ def _pad_to_64(size: int) -> Tuple[int, int]:
 def mold_image(images: np.ndarray, config) -> np.ndarray:
     """Subtract the mean pixel: uint8 RGB → float network input. Accepts MEAN_PIXEL via a Config."""
     return images.astype(np.float32) - config.MEAN_PIXEL
+
+
+def mold_table(mean_pixel) -> np.ndarray:
+    """float32 ``[256, C]``: row ``v`` is ``v - MEAN_PIXEL`` computed in float64 and rounded to
+    float32, i.e. what :func:`mold_image` gives a uint8 pixel of value ``v`` once fed to the
+    network as float32. A lookup in it molds bit-identically without a float64 temporary.
+    Cached per mean; read-only."""
+    return _mold_table(tuple(float(m) for m in np.asarray(mean_pixel, dtype=np.float64).reshape(-1)))
+
+
+@functools.lru_cache(maxsize=8)
+def _mold_table(mean: tuple) -> np.ndarray:
+    table = np.arange(256, dtype=np.float64)[:, None] - np.asarray(mean, dtype=np.float64)[None, :]
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:

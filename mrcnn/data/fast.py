@@ -243,7 +243,7 @@ def mold_image_fast(image: np.ndarray, config, out: Optional[np.ndarray] = None)
     ``out``: a float32 C-contiguous array of the image's shape to write into (e.g. a worker's
     shared-memory slot); returned.
     """
-    from mrcnn.core.image import mold_image
+    from mrcnn.core.image import mold_image, mold_table
     mean = np.asarray(config.MEAN_PIXEL, dtype=np.float64)
     if image.dtype != np.uint8 or image.ndim != 3 or mean.shape != (image.shape[2],):
         molded = mold_image(image, config).astype(np.float32)
@@ -251,7 +251,7 @@ def mold_image_fast(image: np.ndarray, config, out: Optional[np.ndarray] = None)
             return molded
         out[...] = molded
         return out
-    lut = _mold_table(tuple(mean.tolist()))  # [256, C]
+    lut = mold_table(mean)  # [256, C]
     channels = image.shape[2]
     cv2 = _opencv()
     if cv2 is not None and channels in (3, 4):
@@ -268,14 +268,6 @@ def mold_image_fast(image: np.ndarray, config, out: Optional[np.ndarray] = None)
     for c in range(channels):
         np.take(lut[:, c], image[..., c], out=out[..., c])
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _mold_table(mean: tuple) -> np.ndarray:
-    table = np.arange(256, dtype=np.float64)[:, None] - np.asarray(mean, dtype=np.float64)[None, :]
-    table = table.astype(np.float32)
-    table.flags.writeable = False
-    return table
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,12 +13,15 @@ with an anchor index). Where it runs (``worker_mode``):
 * ``"auto"`` (default): processes if the dataset pickles, else threads with a warning
   saying why.
 
-The image is molded (``image - MEAN_PIXEL`` in float64 then float32, as Matterport's
-``mold_image``, by an exact 256-entry table per channel: :func:`mrcnn.data.fast.mold_image_fast`)
-where the sample is made. A worker process writes the molded image and the int32 anchor labels
-into a shared-memory slot (:class:`mrcnn.data.workers.SlotRing`) that the fetch hands to
-``tf.numpy_function`` without a copy; the ``batch`` op copies it once and the slot is reused
-only after that. Everything after the fetch is TensorFlow ops: failure counting (``scan``),
+The stream carries the resized image as uint8 and the anchor labels as int8: the training
+model molds them on the device (``image - MEAN_PIXEL`` in float64 then float32, as Matterport's
+``mold_image``, by an exact 256-entry table per channel, and int8 -> int32:
+:func:`mrcnn.modeling.maskrcnn.mold_raw_inputs`), so the host copies and the accelerator
+receives 4x fewer bytes per image (3.4 MB instead of 13.6 at 1024 px). ``dataset_fn(molded=True)``
+molds in the pipeline instead, for a consumer other than this package's training model. A worker
+process writes both arrays into a shared-memory slot (:class:`mrcnn.data.workers.SlotRing`)
+that the fetch hands to ``tf.numpy_function`` without a copy; the ``batch`` op copies it once
+and the slot is reused only after that. Everything after the fetch is TensorFlow ops: failure counting (``scan``),
 filtering, batching and prefetching.
 
 Determinism: with a ``seed`` the image order of every epoch and every random choice
@@ -56,7 +59,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.core.anchors import get_pixel_anchors
-from mrcnn.data.fast import mold_image_fast
+from mrcnn.core.image import mold_table
 from mrcnn.data.loader import SkipCounter
 from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolUnavailable,
                                 SampleMaker, SlotRing, close_rings, host_cores, make_pool, shutdown_pools,
@@ -113,7 +116,7 @@ class InputPipeline:
         self._in_flight = 0
         self._zeros = None  # sample()'s arrays of a dropped sample
         self._fetch_zeros = None  # the fetch's
-        # Shared-memory slots the workers write molded images into (see workers.SlotRing). At most
+        # Shared-memory slots the workers write images into (see workers.SlotRing). At most
         # what TensorFlow can hold at once: map calls in flight and buffered, the batch being
         # filled, TrainingStream's look-ahead; beyond that samples travel through the pipe.
         self._slots = SlotRing(config.IMAGE_SHAPE, self.anchors.shape[0], max_slots=8 + 4 * host_cores())
@@ -293,15 +296,14 @@ class InputPipeline:
         return fetch
 
     def _fetch_one(self, image_id: int, seed: int, pool):
-        """The fetch's outputs for one sample: ``sample()``'s with the image molded (float32)
-        and the anchor labels as int32 ``[A, 1]``, the dtypes of the batch.
+        """The fetch's outputs for one sample: ``sample()``'s with the anchor labels as int8
+        ``[A, 1]`` (the image stays uint8: the model molds it).
 
         With worker processes the worker writes both into a shared-memory slot and this returns
         arrays over the slot, which ``tf.numpy_function`` aliases: the ``batch`` op copies them
         once and the slot is reused after that (see ``SlotRing.views``). This keeps the training
         process's work per image to the batch copy: it shares the cores with the workers, and
         receiving, unpickling and molding 12 MB here was what limited the 1 -> 2 worker scaling.
-        In threads (or when no slot is free) the fetch molds by a table (~2 ms an image).
         """
         slot = self._slots.acquire() if pool is not None and self._pool_refused is None else None
         try:
@@ -315,8 +317,7 @@ class InputPipeline:
                 image, match = self._slots.views(slot[0])
                 slot = None  # released by the views' finalizers
             else:
-                image = mold_image_fast(out[0], self.config)
-                match = out[2].astype(np.int32)[:, None]
+                image, match = out[0], out[2][:, None]
             return (image, out[1], match) + tuple(out[3:])
         finally:
             if slot is not None:  # not handed to TensorFlow
@@ -326,8 +327,8 @@ class InputPipeline:
         """The fetch's outputs for a sample the stream drops (skipped, failed, closed): shared
         zeros in the fetch's dtypes, made once (the filter drops them before anything reads them)."""
         if self._fetch_zeros is None:
-            self._fetch_zeros = (np.zeros(tuple(self.config.IMAGE_SHAPE), np.float32),
-                                 np.zeros((self.anchors.shape[0], 1), np.int32))
+            self._fetch_zeros = (np.zeros(tuple(self.config.IMAGE_SHAPE), np.uint8),
+                                 np.zeros((self.anchors.shape[0], 1), np.int8))
         image, match = self._fetch_zeros
         return (image, out[1], match) + tuple(out[3:])
 
@@ -354,8 +355,8 @@ class InputPipeline:
 
     def dataset_fn(self, batch_size: Optional[int] = None, first_epoch: int = 0, epochs: Optional[int] = None,
                    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE, prefetch: int = tf.data.AUTOTUNE,
-                   drop_remainder: bool = True,
-                   shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+                   drop_remainder: bool = True, shard: Optional[Tuple[int, int]] = None,
+                   molded: bool = False) -> tf.data.Dataset:
         """A batched ``tf.data.Dataset`` yielding ``(inputs,)`` with the 7 training inputs.
 
         Args:
@@ -369,10 +370,16 @@ class InputPipeline:
                 into ``count`` consecutive parts and only part ``index`` is loaded, batched by
                 ``batch_size // count``; together the pipelines load every image once, in the
                 global batches one pipeline would make (as long as none is skipped).
+            molded: yield the image molded (float32) and the labels int32, as Matterport's
+                ``data_generator`` does, for a consumer other than this package's training
+                model. Default False: uint8 image and int8 labels, which the training model
+                molds on the device (:func:`mrcnn.modeling.maskrcnn.mold_raw_inputs`): 4x fewer
+                bytes per image to copy on the host and to send to the accelerator.
         Returns:
-            Elements ``((image [B, H, W, 3] float32 molded, image_meta [B, META] float32,
-            rpn_match [B, A, 1] int32, rpn_bbox [B, R, 4] float32, gt_class_ids [B, G] int32,
-            gt_boxes [B, G, 4] int32, gt_masks [B, h, w, G] bool),)``.
+            Elements ``((image [B, H, W, 3] uint8 resized (float32 molded if ``molded``),
+            image_meta [B, META] float32, rpn_match [B, A, 1] int8 (int32 if ``molded``),
+            rpn_bbox [B, R, 4] float32, gt_class_ids [B, G] int32, gt_boxes [B, G, 4] int32,
+            gt_masks [B, h, w, G] bool),)``.
         """
         batch_size = batch_size or self.config.BATCH_SIZE
         shard_spec = None
@@ -393,10 +400,10 @@ class InputPipeline:
             positions = positions.filter(lambda s: (s % global_batch) * count // global_batch == index)
         calls, pool = self.workers_for(num_parallel_calls)
         fetch = self._fetcher(first_epoch, pool)
-        # The fetch's outputs: the image molded, the anchor labels int32 [A, 1] (as the model takes them).
+        # The fetch's outputs: the sample's arrays with the anchor labels [A, 1] (as the model takes them).
         shapes = list(self._shapes()) + [(), (), ()]
         shapes[2] = shapes[2] + (1,)
-        dtypes = [tf.float32, tf.float32, tf.int32] + list(self._dtypes())[3:] + [tf.int32, tf.int64, tf.string]
+        dtypes = list(self._dtypes()) + [tf.int32, tf.int64, tf.string]
 
         def load(s):
             out = tf.numpy_function(fetch, [s], dtypes, stateful=True, name="load_sample")
@@ -417,8 +424,15 @@ class InputPipeline:
                 run = tf.identity(run)
             return run, x
 
+        table = tf.constant(mold_table(self.config.MEAN_PIXEL).reshape(-1)) if molded else None
+
         def to_inputs(*x):
-            return (tuple(x[:7]),)
+            x = tuple(x[:7])
+            if molded:  # as mold_raw_inputs does in the model (flat table index: value * C + channel)
+                channels = int(x[0].shape[-1])
+                index = tf.cast(x[0], tf.int32) * channels + tf.range(channels, dtype=tf.int32)
+                x = (tf.gather(table, index), x[1], tf.cast(x[2], tf.int32)) + x[3:]
+            return (x,)
 
         ds = positions.map(load, num_parallel_calls=calls, deterministic=True)
         ds = ds.take_while(lambda *x: x[7] != STATUS_CLOSED)

@@ -196,9 +196,9 @@ class TrainingStream(keras.utils.PyDataset):
                                            f"last was {out[9].decode('utf-8', 'replace')}")
                 elif status == STATUS_OK:
                     self._failed_in_a_row = 0
-                    # Molded, labels int32 [A, 1], as for tf.data; with worker processes the image
-                    # and labels are views of shared-memory slots, which np.stack copies once
-                    # (the slots are reused when these views are gone).
+                    # uint8 image, int8 labels [A, 1], as in the tf.data stream (the model molds
+                    # them); with worker processes they are views of shared-memory slots, which
+                    # np.stack copies once (the slots are reused when these views are gone).
                     samples.append(out[:7])
             return (tuple(np.stack(column) for column in zip(*samples)),)
 

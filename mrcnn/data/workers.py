@@ -8,12 +8,14 @@ RPN targets) is Python and numpy code that holds the GIL for much of its time, s
 inside ``tf.data`` scale to about 1.4x on two cores. Each worker process has its own GIL;
 the ``tf.data`` thread that asked for a sample only waits for it (no GIL held).
 
-The two big arrays do not travel through the executor's pipe: the worker molds the image
-(float32, 12 MB at 1024 px) and widens the anchor labels (int32 ``[A, 1]``) straight into a
+The two big arrays do not travel through the executor's pipe: the worker writes the resized
+image (uint8, 3 MB at 1024 px) and the anchor labels (int8 ``[A, 1]``) straight into a
 shared-memory slot (:class:`SlotRing`) that the training process hands to TensorFlow without
-a copy; only the small arrays are pickled. On two cores the training process shares the CPUs
-with the workers, so its per-image work (receiving and unpickling 3.5 MB, molding) was what
-capped the 1 -> 2 worker scaling. A ``Dataset`` (or config or
+a copy; only the small arrays are pickled. The image is molded on the device, by the training
+model (:func:`mrcnn.modeling.maskrcnn.mold_raw_inputs`). On two cores the training process
+shares the CPUs with the workers, so its per-image work (receiving and unpickling 3.5 MB,
+molding, copying 13 MB of float32 image and int32 labels into the batch) was what capped
+the 1 -> 2 worker scaling. A ``Dataset`` (or config or
 augmentation) that cannot be pickled cannot be sent to a process: :func:`make_pool` says so
 and the pipeline runs the same :class:`SampleMaker` in its own threads instead.
 
@@ -44,7 +46,7 @@ import numpy as np
 
 from mrcnn.core.anchors import get_anchor_index, get_pixel_anchors
 from mrcnn.data.augment import apply_numpy2_shim
-from mrcnn.data.fast import load_image_gt_fast, mold_image_fast
+from mrcnn.data.fast import load_image_gt_fast
 from mrcnn.data.loader import _reference
 from mrcnn.data.targets import build_rpn_targets
 from mrcnn.data.validate import SampleError
@@ -155,7 +157,7 @@ class _Segment(shared_memory.SharedMemory):
 
 
 class SlotRing:
-    """Shared-memory slots, each holding one sample's molded image and anchor labels.
+    """Shared-memory slots, each holding one sample's image and anchor labels.
 
     Owned by the training process. A fetch :meth:`acquire` s a slot before sending the request,
     the worker writes into it (:func:`slot_views` gives both sides the same layout), and
@@ -228,7 +230,7 @@ class SlotRing:
             _unlink(seg)
 
     def views(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(image float32 [H, W, 3], rpn_match int32 [A, 1])`` over slot ``k``; the slot is
+        """``(image uint8 [H, W, 3], rpn_match int8 [A, 1])`` over slot ``k``; the slot is
         released when both arrays (and everything aliasing them) are gone."""
         image, match = slot_views(self._segments[k].buf, self.image_shape, self.anchors)
         left = [2]
@@ -281,19 +283,20 @@ def close_rings() -> None:
 
 
 def slot_nbytes(image_shape, anchors: int) -> int:
-    return int(np.prod(image_shape)) * 4 + int(anchors) * 4
+    return int(np.prod(image_shape)) + int(anchors)
 
 
 def slot_views(buf, image_shape, anchors: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The slot layout: molded image float32 ``image_shape``, then anchor labels int32 ``[A, 1]``.
+    """The slot layout: image uint8 ``image_shape`` (resized, not molded), then anchor labels
+    int8 ``[A, 1]``.
 
     ``np.frombuffer`` (not ``np.ndarray(buffer=...)``, which drops the buffer export and keeps
     only a reference): while an array exists the mapping cannot be closed (BufferError), so a
     tensor aliasing a slot never reads unmapped memory, even after its pipeline closed.
     """
     size = int(np.prod(image_shape))
-    image = np.frombuffer(buf, np.float32, count=size).reshape(tuple(image_shape))
-    match = np.frombuffer(buf, np.int32, count=int(anchors), offset=4 * size).reshape(int(anchors), 1)
+    image = np.frombuffer(buf, np.uint8, count=size).reshape(tuple(image_shape))
+    match = np.frombuffer(buf, np.int8, count=int(anchors), offset=size).reshape(int(anchors), 1)
     return image, match
 
 
@@ -362,14 +365,14 @@ def _run(image_id: int, sample_seed: int, slot: Optional[str] = None):
     arrays = result[0]
     if slot is None or arrays is None:
         return result
-    # Mold into the slot (same table as the training process used to) and widen the labels
-    # there, so neither big array is pickled; the owner knows the slot from its request.
+    # Both big arrays go into the slot, so neither is pickled; the owner knows the slot from
+    # its request.
     cfg = _MAKER.config
     if arrays[0].shape != tuple(int(d) for d in cfg.IMAGE_SHAPE):
         return result  # not the slot's layout (e.g. pad64 images of varying size): through the pipe
     try:
         image, match = slot_views(_attach(slot), cfg.IMAGE_SHAPE, arrays[2].shape[0])
-        mold_image_fast(arrays[0], cfg, out=image)
+        image[...] = arrays[0]
         match[:, 0] = arrays[2]
         del image, match  # no export left on the mapping (it may be closed when evicted)
     except (OSError, ValueError) as exc:  # segment gone (pipeline closed) or not the expected size
@@ -471,7 +474,7 @@ def shutdown_pools() -> None:
 
 
 def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int, slot: Optional[str] = None):
-    """Asks a worker for a sample; with a ``slot`` (segment name) the molded image and the anchor
+    """Asks a worker for a sample; with a ``slot`` (segment name) the image and the anchor
     labels are written there and come back as None."""
     return pool.submit(_run, int(image_id), int(sample_seed), slot)
 

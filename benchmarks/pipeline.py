@@ -1,6 +1,7 @@
 """Input pipeline at Matterport's default config, this tree side by side with baseline trees.
 
     python benchmarks/pipeline.py [--base /work/base [--base OTHER]] [--repeats 3] [--samples 40] [--skip-workers]
+    python benchmarks/pipeline.py --base <tree> --paired 8 --repeats 3   # 1 -> 2 worker scaling only
 
 Matterport's default ``Config`` (1024 square, ResNet-101 anchors = 261,888, 81 classes,
 56x56 mini masks) on the real COCO val2017 images of ``../shared/data/coco_val2017_mini``
@@ -26,6 +27,13 @@ Rows:
     (shared-memory slots a process has touched count in its RSS);
   - with ``--stream``: ``TrainingStream`` (``train()``'s input on JAX, no tf.data) with 1 and 2 workers.
 The machine may be shared: only the ratios of one run mean much.
+
+``--paired ROUNDS`` measures only the 1 -> 2 worker scaling, the robust way: one process per tree
+runs ``dataset_fn`` with 1 and 2 workers alternately ROUNDS times (order flipped each round, the
+workers warm from the first round on) and the ratio is taken per round, between windows seconds
+apart. On a shared machine the speed of a core drifts by 10-30% within minutes; a ratio of medians
+taken over separate processes minutes apart carries that drift (the same tree gave 1.56x-2.01x
+that way on one afternoon). The table shows median rates, CPU per image and the median ratio.
 """
 from __future__ import annotations
 
@@ -213,6 +221,40 @@ def _dataset_rate(pipe, workers, n: int):
     return rate, worker_rss, main_ms, worker_ms
 
 
+def _paired_scaling(pipe, n: int, rounds: int) -> dict:
+    """1 and 2 workers alternating inside one process, ``rounds`` times (the order flips each
+    round): the per-round ratio is taken between runs seconds apart, so a load that comes and
+    goes on a shared machine moves both sides of it. Returns the median rates, CPU ms per image
+    and the median of the per-round ratios."""
+    import tensorflow as tf  # noqa: F401 - imported before timing
+    got = {1: [], 2: []}
+    ratios = []
+    for r in range(rounds):
+        rates = {}
+        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=workers)
+            it = iter(ds)
+            for _ in range(3):  # warm-up: worker start and caches (first round), requests in flight
+                next(it)
+            batches = max(1, n // 2)
+            t, cpu, kids = time.perf_counter(), time.process_time(), _worker_cpu(pipe)
+            for _ in range(batches):
+                next(it)
+            rate = 2 * batches / (time.perf_counter() - t)
+            got[workers].append((rate, 1000 * (time.process_time() - cpu) / (2 * batches),
+                                 1000 * (_worker_cpu(pipe) - kids) / (2 * batches)))
+            rates[workers] = rate
+            del it, ds
+        ratios.append(rates[2] / rates[1])
+    out = {"ratio": statistics.median(ratios), "ratios": ratios}
+    for w in (1, 2):
+        for i, key in enumerate(("rate", "main_cpu_ms", "worker_cpu_ms")):
+            out[f"{key}{w}"] = statistics.median(x[i] for x in got[w])
+    if hasattr(pipe, "close"):
+        pipe.close()
+    return out
+
+
 def _stream_rate(pipe, workers: int, n: int) -> float:
     """images/s of ``TrainingStream`` (the input of train() on JAX/PyTorch: no tf.data)."""
     from mrcnn.data.pydataset import TrainingStream
@@ -260,6 +302,8 @@ def child(task: str, samples: int) -> dict:
     out = {}
     if kind == "sample":
         out["rate"], out["cpu_rate"] = _sample_rate(pipe, samples)
+    elif kind == "paired":
+        out.update(_paired_scaling(pipe, samples, int(arg)))
     elif kind == "stream":
         out["rate"] = _stream_rate(pipe, int(arg), samples)
     else:
@@ -293,6 +337,9 @@ def main() -> None:
     ap.add_argument("--skip-workers", action="store_true", help="only stages and one-core sample rates")
     ap.add_argument("--only-scaling", action="store_true",
                     help="only dataset_fn with 1 and 2 workers, no augmentation (more repeats in less time)")
+    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                    help="only the 1 -> 2 worker scaling, measured in one process per tree with 1 and 2 "
+                         "workers alternating ROUNDS times (the robust form on a shared machine)")
     ap.add_argument("--stream", action="store_true",
                     help="also TrainingStream (train()'s input on JAX/PyTorch) with 1 and 2 workers")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -320,6 +367,8 @@ def main() -> None:
     if args.only_scaling:
         tasks = [("workers:1:none", False), ("workers:2:none", False)] + (
             [("stream:1:none", False), ("stream:2:none", False)] if args.stream else [])
+    if args.paired:
+        tasks = [(f"paired:{args.paired}:none", False)]
     results = {(t, k): [] for t, _ in tasks for k in trees}
     for r in range(args.repeats):
         for task, one_core in tasks:
@@ -334,6 +383,9 @@ def main() -> None:
         vals = [x[key] for x in results[(task, tree)] if key in x]
         return statistics.median(vals) if vals else float("nan")
 
+    if args.paired:
+        _print_paired(results, tasks[0][0], names, trees, args)
+        return
     ref = names[0]
     print(f"\nMatterport default config (1024 square, R101 anchors, 81 classes, 56x56 mini masks), "
           f"COCO val2017 images repeated to {args.samples} samples, median of {args.repeats}; "
@@ -384,6 +436,31 @@ def main() -> None:
                 one_a, two_a = med("workers:1:imgaug", tree, "rate"), med("workers:2:imgaug", tree, "rate")
                 print(f", {two_a / one_a:.2f}x with imgaug", end="")
         print()
+
+
+def _print_paired(results, task, names, trees, args) -> None:
+    print(f"\nMatterport default config, COCO val2017 images repeated to {args.samples} samples per run; "
+          f"1 and 2 workers alternating {task.split(':')[1]} times in one process per tree, "
+          f"{args.repeats} process(es) per tree; medians; " + ", ".join(f"{k} = {v}" for k, v in trees.items()))
+    keys = [("images/s, 1 worker", "rate1", ".2f"), ("images/s, 2 workers", "rate2", ".2f"),
+            ("CPU ms/image, training process, 1 worker", "main_cpu_ms1", ".1f"),
+            ("CPU ms/image, training process, 2 workers", "main_cpu_ms2", ".1f"),
+            ("CPU ms/image, worker processes, 1 worker", "worker_cpu_ms1", ".1f"),
+            ("CPU ms/image, worker processes, 2 workers", "worker_cpu_ms2", ".1f")]
+    print("\n| measure | " + " | ".join(names) + f" | new/{names[0]} |")
+    print("|---|" + "---:|" * (len(names) + 1))
+    for label, key, fmt in keys:
+        vals = [statistics.median(x[key] for x in results[(task, k)] if key in x) for k in names]
+        print(f"| {label} | " + " | ".join(format(v, fmt) for v in vals) + f" | {vals[-1] / vals[0]:.2f} |")
+    for k in names:
+        ratios = [r for x in results[(task, k)] for r in x.get("ratios", [])]
+        if ratios:
+            w = statistics.median(x["worker_cpu_ms2"] for x in results[(task, k)] if "worker_cpu_ms2" in x)
+            m = statistics.median(x["main_cpu_ms2"] for x in results[(task, k)] if "main_cpu_ms2" in x)
+            print(f"\nscaling 1 -> 2 workers ({k}): median {statistics.median(ratios):.2f}x of {len(ratios)} "
+                  f"paired rounds (min {min(ratios):.2f}, max {max(ratios):.2f}; ceiling on 2 cores from the "
+                  f"CPU columns, 2w/(w+m) = {2 * w / (w + m):.2f}x)", end="")
+    print()
 
 
 if __name__ == "__main__":

@@ -24,3 +24,18 @@ class BadClassIds(ShapesDataset):
     def load_mask(self, image_id):
         masks, class_ids = super().load_mask(image_id)
         return masks, (np.full_like(class_ids, 99) if image_id == 1 else class_ids)
+
+
+class OnlyHere(ShapesDataset):
+    """Pickles, but cannot be rebuilt in another process (like a dataset holding a path that
+    only the training process can see): a worker process fails to start with it."""
+
+    def __getstate__(self):
+        import os
+        return dict(self.__dict__, _owner=os.getpid())
+
+    def __setstate__(self, state):
+        import os
+        if state["_owner"] != os.getpid():
+            raise RuntimeError("annotation database is locked by the training process")
+        self.__dict__.update(state)

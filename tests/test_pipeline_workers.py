@@ -75,6 +75,22 @@ def test_skips_errors_and_strict_mode_are_counted_in_the_owner_process(caplog):
 
 
 
+def test_a_worker_that_cannot_start_gives_threads_and_says_why(caplog):
+    """The dataset pickles but a worker cannot rebuild it: the pool breaks at the first request,
+    the pipeline logs why and makes every sample in threads; the stream is the thread stream."""
+    from _pipeline_helpers import OnlyHere
+    ds = OnlyHere()
+    ds.load_shapes(4, 128, 128, seed=3)
+    ds.prepare()
+    pipe = InputPipeline(ds, SmallConfig(), seed=6, worker_mode="process")
+    with caplog.at_level(logging.WARNING, "mrcnn.data"):
+        got = _batches(pipe.dataset_fn(num_parallel_calls=2), 3)
+    assert "could not start" in caplog.text and "annotation database is locked" in caplog.text
+    assert "loading in threads from now on" in caplog.text
+    plain = InputPipeline(ds, SmallConfig(), seed=6, worker_mode="thread")
+    _assert_same(got, _batches(plain.dataset_fn(num_parallel_calls=2), 3))
+
+
 class StrictConfig(SmallConfig):
     STRICT_DATA_CHECKS = True
 
@@ -291,9 +307,7 @@ _SHM = textwrap.dedent('''
         MAX_GT_INSTANCES = 6
 
     class Slow(ShapesDataset):
-        # The workers spend their time here, so the kill lands inside a sample. (A worker killed
-        # while it writes a result into the executor's pipe leaves Python 3.11's executor reading
-        # a message that never ends: that hang is the executor's, not the pipeline's.)
+        # The workers spend their time here, so the kill lands inside a sample.
         def load_image(self, image_id):
             time.sleep(0.3)
             return super().load_image(image_id)
@@ -320,21 +334,16 @@ _SHM = textwrap.dedent('''
 ''')
 
 
-_WORKER_KILL = pytest.mark.skipif(
-    os.environ.get("MRCNN_TEST_WORKER_KILL") != "1",
-    reason="hangs about 1 run in 8 inside Python 3.11's ProcessPoolExecutor (a worker killed while it "
-           "writes a result), not in mrcnn; run with MRCNN_TEST_WORKER_KILL=1")
-
-
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory listed in /dev/shm")
-@pytest.mark.parametrize("how", ["exit", pytest.param("worker-crash", marks=[pytest.mark.slow, _WORKER_KILL]),
+@pytest.mark.parametrize("how", ["exit", pytest.param("worker-crash", marks=pytest.mark.slow),
                                  pytest.param("killed", marks=pytest.mark.slow)])
 def test_no_shared_memory_left_behind(tmp_path, how):
     """No /dev/shm segment outlives the process: normal exit with a live iterator (atexit), a worker
     killed mid-stream (the stream goes on in threads), the training process killed (the resource
     tracker unlinks; the workers exit by themselves, else this run would wait on their pipes).
-    ~30 s each on a loaded 2-core machine. "worker-crash" is in the slow set: it hung about 1 run in 8
-    (watchdog after 240 s, Python 3.11's executor waiting for a result the killed worker never finished)."""
+    ~20-30 s each on a 2-core machine. ("worker-crash" hung about 1 run in 8 with Python 3.11's
+    ProcessPoolExecutor, which could wait forever for a worker killed while it wrote its result; each
+    worker now has a pipe of its own, whose end shows the death.)"""
     script = tmp_path / "shm.py"
     script.write_text(_SHM)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")

@@ -47,7 +47,6 @@ owner gone.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import logging
 import threading
 import time
@@ -61,9 +60,9 @@ import tensorflow as tf
 from mrcnn.core.anchors import get_pixel_anchors
 from mrcnn.core.image import mold_table
 from mrcnn.data.loader import SkipCounter
-from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolUnavailable,
-                                SampleMaker, SlotRing, close_rings, host_cores, make_pool, shutdown_pools,
-                                submit)
+from mrcnn.data.workers import (STATUS_CLOSED, STATUS_ERROR, STATUS_OK, STATUS_SKIP, PoolShutDown,
+                                PoolUnavailable, SampleMaker, SlotRing, close_rings, host_cores, make_pool,
+                                request, shutdown_pools)
 
 logger = logging.getLogger("mrcnn.data")
 
@@ -110,7 +109,7 @@ class InputPipeline:
         self.maker = SampleMaker(dataset, config, augmentation, self.no_aug)
         self.anchors = get_pixel_anchors(config, config.IMAGE_SHAPE)
         self._lock = threading.Lock()
-        self._pools: dict = {}  # processes -> ProcessPoolExecutor (shared, see workers.make_pool)
+        self._pools: dict = {}  # processes -> workers.WorkerPool (shared, see workers.make_pool)
         self._pool_refused: Optional[str] = None
         self._closed = False
         self._in_flight = 0
@@ -137,7 +136,7 @@ class InputPipeline:
         return self._accept(image_id, self.maker(image_id, sample_seed))
 
     def _make(self, image_id: int, sample_seed: int, pool, slot=None):
-        """The maker's result, made in a worker of ``pool`` (writing the molded image and the
+        """The maker's result, made in a worker of ``pool`` (writing the image and the
         anchor labels into shared-memory ``slot`` when given: they come back as None) or here;
         None if the pipeline was closed while waiting.
 
@@ -147,21 +146,10 @@ class InputPipeline:
             return self.maker(image_id, sample_seed)
         name = slot[1] if slot is not None else None
         try:
-            future = submit(pool, image_id, sample_seed, name)
-            broken_waits = 0
-            while True:
-                try:
-                    return future.result(timeout=0.1)
-                except concurrent.futures.TimeoutError:
-                    if self._closed:
-                        if not future.cancel() and slot is not None:
-                            self._slots.discard(slot[0])
-                        return None
-                    # A request submitted while the pool broke can stay pending for good
-                    # (Python 3.11's executor fails only the requests it knew of): give up on it.
-                    broken_waits = broken_waits + 1 if getattr(pool, "_broken", False) else 0
-                    if broken_waits > 20:
-                        raise BrokenProcessPool(f"the pool broke: {pool._broken}")
+            result = pool.run(request(image_id, sample_seed, name), lambda: self._closed)
+            if result is None and slot is not None:  # closed while waiting: the worker may still write
+                self._slots.discard(slot[0])
+            return result
         except BrokenProcessPool as exc:
             # A worker could not start (e.g. a script without an ``if __name__ == "__main__":``
             # guard, whose code a spawned child runs again) or died: make the sample here.
@@ -171,11 +159,13 @@ class InputPipeline:
                             f"guard the script's code with if __name__ == '__main__': (spawned workers "
                             f"import it)")
             return self.maker(image_id, sample_seed)
-        except RuntimeError:  # the pool was shut down: close(), interpreter exit, or evicted
+        except RuntimeError as exc:  # shut down (close(), exit, evicted) or an unexpected worker error
             if slot is not None:
                 self._slots.discard(slot[0])
-            if self._closed or getattr(concurrent.futures.process, "_global_shutdown", False):
+            if self._closed:
                 return None
+            if not isinstance(exc, PoolShutDown):
+                logger.warning("%s pipeline: %s; making image id %s here", self.name, exc, image_id)
             return self.maker(image_id, sample_seed)
 
     def _fall_back(self, why: str) -> None:

@@ -24,12 +24,15 @@ comes from its ``sample_seed`` (see :mod:`mrcnn.data.pipeline`).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import mmap
 import multiprocessing
+import multiprocessing.util  # noqa: F401 - its exit hook (joins children) must be registered before ours
 import os
 import pickle
+import queue
 import random
 import re
 import secrets
@@ -38,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
 from typing import List, Optional, Tuple
 
@@ -313,9 +316,43 @@ def _init_worker(payload: bytes, owner: int) -> None:
     # An imgaug augmenter unpickles by importing imgaug, which needs NumPy 2's removed aliases.
     apply_numpy2_shim()
     _MAKER = pickle.loads(payload)
-    # A worker blocks on the executor's queue, whose pipe it holds both ends of: if the training
-    # process is killed, nothing would ever wake it. Exit when the owner is gone.
+    # A worker waiting on its pipe sees the owner's end close when the owner dies; one inside
+    # a user's load_image (or a library it calls) that blocks would not. Exit when the owner is gone.
     threading.Thread(target=_exit_with_owner, args=(owner,), daemon=True, name="mrcnn-owner-watch").start()
+
+
+def _serve(conn, payload: bytes, owner: int) -> None:
+    """A worker process: answers ``(image_id, sample_seed, slot)`` requests on ``conn`` with
+    ``("ok", _run(...))`` until the pipe closes (the owner shut the pool down or is gone) or it
+    receives None. A worker that cannot start says why in its first message and exits."""
+    try:
+        _init_worker(payload, owner)
+    except BaseException as exc:  # noqa: BLE001 - e.g. the dataset's module cannot be imported here
+        try:
+            conn.send(("broken", f"a worker process could not start: {type(exc).__name__}: {exc}"))
+        except (OSError, ValueError):
+            pass
+        return
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        try:
+            reply = ("ok", _run(*request))
+        except Exception as exc:  # noqa: BLE001 - _run reports sample failures itself; this is anything else
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):  # the owner is gone
+            return
+        except Exception as exc:  # noqa: BLE001 - the result did not pickle (e.g. an exception object)
+            try:
+                conn.send(("error", f"the worker's result could not be sent: {type(exc).__name__}: {exc}"))
+            except (OSError, ValueError):
+                return
 
 
 def _exit_with_owner(owner: int) -> None:
@@ -386,12 +423,142 @@ class PoolUnavailable(RuntimeError):
     """The sample maker cannot be sent to worker processes (the message says why)."""
 
 
-_POOLS: "OrderedDict[tuple, ProcessPoolExecutor]" = OrderedDict()
+class PoolShutDown(RuntimeError):
+    """The worker pool was shut down (pipeline closed, evicted or interpreter exit)."""
+
+
+class _Worker:
+    __slots__ = ("process", "conn", "stale")
+
+    def __init__(self, process, conn):
+        self.process = process
+        self.conn = conn
+        self.stale = 0  # replies still to come for requests whose caller gave up waiting
+
+
+class WorkerPool:
+    """``processes`` spawned worker processes, each on a pipe of its own to this process.
+
+    :meth:`run` takes an idle worker, sends it the request and waits on that worker's pipe in
+    the calling thread. ``concurrent.futures.ProcessPoolExecutor`` (used before) moves every
+    request and result through two helper threads of its own (its queue manager and the call
+    queue's feeder): ~8 thread wake-ups and ~0.6 ms of CPU per image in the training process,
+    which on a small machine runs on the cores the workers need. And a worker that dies shows
+    here as the end of its pipe: the pool is marked broken and the caller makes its samples in
+    threads; Python 3.11's executor could wait forever for a worker killed while it wrote its
+    result.
+    """
+
+    def __init__(self, payload: bytes, processes: int):
+        ctx = multiprocessing.get_context("spawn")
+        self._idle: "queue.Queue[_Worker]" = queue.Queue()
+        self._workers: List[_Worker] = []
+        self._processes = {}  # pid -> Process (the benchmark and tests read it)
+        self._broken: Optional[str] = None
+        self._shutdown = False
+        for k in range(max(1, int(processes))):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_serve, args=(theirs, payload, os.getpid()), name=f"mrcnn-worker-{k}")
+            proc.start()
+            theirs.close()
+            worker = _Worker(proc, mine)
+            self._workers.append(worker)
+            self._processes[proc.pid] = proc
+            self._idle.put(worker)
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._shutdown
+
+    def run(self, request: tuple, cancelled=lambda: False):
+        """The worker's ``_run(*request)``, or None when ``cancelled()`` turns true while waiting.
+
+        Raises :class:`BrokenProcessPool` when a worker died or could not start (the pool is
+        then broken for every caller), :class:`PoolShutDown` after :meth:`shutdown`, and
+        RuntimeError when the worker hit an unexpected error (the caller can make the sample
+        itself)."""
+        worker = self._take(cancelled)
+        if worker is None:
+            return None
+        conn = worker.conn
+        try:
+            while worker.stale:  # a previous caller gave up on this worker's answer
+                conn.recv()
+                worker.stale -= 1
+            conn.send(request)
+            while not conn.poll(0.1):
+                if cancelled() or self._shutdown:
+                    worker.stale += 1  # its answer is read (and dropped) by the next caller
+                    self._idle.put(worker)
+                    return None
+            kind, value = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._failed(worker, _last_words(conn) or f"{type(exc).__name__}: {exc}") from None
+        if kind == "broken":
+            raise self._failed(worker, value)
+        self._idle.put(worker)
+        if kind == "error":
+            raise RuntimeError(f"worker process {worker.process.pid}: {value}")
+        return value
+
+    def _take(self, cancelled) -> Optional[_Worker]:
+        while True:
+            if self._shutdown:
+                raise PoolShutDown("the worker pool was shut down")
+            if self._broken is not None:
+                raise BrokenProcessPool(self._broken)
+            if cancelled():
+                return None
+            try:
+                return self._idle.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _failed(self, worker: _Worker, why: str) -> Exception:
+        if self._shutdown:
+            return PoolShutDown("the worker pool was shut down")
+        worker.process.join(timeout=1.0)
+        code = worker.process.exitcode
+        ended = "is still running" if code is None else (
+            f"was killed by signal {-code}" if code < 0 else f"exited with code {code}")
+        self._broken = f"worker process {worker.process.pid} {ended} ({why})"
+        return BrokenProcessPool(self._broken)
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stops every worker (idempotent). Callers waiting on a worker get :class:`PoolShutDown`."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        for worker in self._workers:
+            if worker.process.is_alive():
+                worker.process.terminate()  # they hold nothing to save; a slot being written is dropped
+        if wait:
+            for worker in self._workers:
+                worker.process.join(timeout=5.0)
+
+
+def _last_words(conn) -> Optional[str]:
+    """Why a worker ended, if it said so before its pipe closed (see :func:`_serve`)."""
+    try:
+        if conn.poll(0):
+            kind, value = conn.recv()
+            if kind == "broken":
+                return value
+    except (EOFError, OSError, ValueError, TypeError):
+        pass
+    return None
+
+
+_POOLS: "OrderedDict[tuple, WorkerPool]" = OrderedDict()
 _POOLS_LOCK = threading.Lock()
 MAX_POOLS = 4  # e.g. train + validation pipelines, with room for a change of worker count
 
 
-def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
+def make_pool(maker: SampleMaker, processes: int) -> WorkerPool:
     """A pool of ``processes`` spawned workers, each holding a copy of ``maker``.
 
     ``spawn`` (not ``fork``): the owner runs TensorFlow threads, which a forked child would
@@ -430,15 +597,16 @@ def make_pool(maker: SampleMaker, processes: int) -> ProcessPoolExecutor:
     key = (hashlib.sha256(payload).hexdigest(), max(1, int(processes)))
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
-        if pool is not None and not getattr(pool, "_broken", False) and not getattr(pool, "_shutdown_thread", False):
+        if pool is not None and not pool.broken and not pool.closed:
             _POOLS.move_to_end(key)
             return pool
-        pool = ProcessPoolExecutor(max_workers=key[1], mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(payload, os.getpid()))
+        if pool is not None:
+            pool.shutdown()
+        pool = WorkerPool(payload, key[1])
         _POOLS[key] = pool
         while len(_POOLS) > MAX_POOLS:
             _, old = _POOLS.popitem(last=False)
-            old.shutdown(wait=False, cancel_futures=True)
+            old.shutdown()
         return pool
 
 
@@ -470,13 +638,21 @@ def shutdown_pools() -> None:
         pools = list(_POOLS.values())
         _POOLS.clear()
     for pool in pools:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
+    for pool in pools:
+        for worker in pool._workers:
+            worker.process.join(timeout=2.0)
 
 
-def submit(pool: ProcessPoolExecutor, image_id: int, sample_seed: int, slot: Optional[str] = None):
-    """Asks a worker for a sample; with a ``slot`` (segment name) the image and the anchor
-    labels are written there and come back as None."""
-    return pool.submit(_run, int(image_id), int(sample_seed), slot)
+# Exit hooks run last-registered first: this one stops the workers before multiprocessing's own
+# hook joins every child process (which would wait forever on a worker blocked on its pipe).
+atexit.register(shutdown_pools)
+
+
+def request(image_id: int, sample_seed: int, slot: Optional[str] = None) -> tuple:
+    """A worker request for :meth:`WorkerPool.run`: with a ``slot`` (segment name) the image and
+    the anchor labels are written there and come back as None."""
+    return int(image_id), int(sample_seed), slot
 
 
 def host_cores() -> int:

@@ -191,22 +191,29 @@ def _sample_rate(pipe, n: int):
     return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
 
-def _dataset_rate(pipe, workers, n: int):
+def _timed_batches(pipe, workers, n: int, warmup: int):
+    """(images/s, training-process CPU ms per image, worker CPU ms per image) of ``n`` images of
+    ``dataset_fn`` (batches of 2) after ``warmup`` batches. The CPU per image on each side: the
+    training process's share is what limits the scaling when it runs on the workers' cores."""
     import tensorflow as tf
     ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=tf.data.AUTOTUNE if workers == "all" else workers)
     it = iter(ds)
-    for _ in range(4):  # warm-up: worker start, each worker's cache of the real images
+    for _ in range(warmup):
         next(it)
     batches = max(1, n // 2)
     t, cpu, kids = time.perf_counter(), time.process_time(), _worker_cpu(pipe)
     for _ in range(batches):
         next(it)
     rate = 2 * batches / (time.perf_counter() - t)
-    # CPU per image on each side: the training process's share is what limits the scaling
-    # when it runs on the same cores as the workers.
     main_ms = 1000 * (time.process_time() - cpu) / (2 * batches)
     worker_ms = 1000 * (_worker_cpu(pipe) - kids) / (2 * batches)
-    del it
+    del it, ds
+    return rate, main_ms, worker_ms
+
+
+def _dataset_rate(pipe, workers, n: int):
+    # warm-up: worker start, each worker's cache of the real images
+    rate, main_ms, worker_ms = _timed_batches(pipe, workers, n, warmup=4)
     worker_rss = 0.0
     for pool in getattr(pipe, "_pools", {}).values():
         for proc in list(getattr(pool, "_processes", {}).values()):
@@ -226,25 +233,14 @@ def _paired_scaling(pipe, n: int, rounds: int) -> dict:
     round): the per-round ratio is taken between runs seconds apart, so a load that comes and
     goes on a shared machine moves both sides of it. Returns the median rates, CPU ms per image
     and the median of the per-round ratios."""
-    import tensorflow as tf  # noqa: F401 - imported before timing
     got = {1: [], 2: []}
     ratios = []
     for r in range(rounds):
         rates = {}
         for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
-            ds = pipe.dataset_fn(batch_size=2, num_parallel_calls=workers)
-            it = iter(ds)
-            for _ in range(3):  # warm-up: worker start and caches (first round), requests in flight
-                next(it)
-            batches = max(1, n // 2)
-            t, cpu, kids = time.perf_counter(), time.process_time(), _worker_cpu(pipe)
-            for _ in range(batches):
-                next(it)
-            rate = 2 * batches / (time.perf_counter() - t)
-            got[workers].append((rate, 1000 * (time.process_time() - cpu) / (2 * batches),
-                                 1000 * (_worker_cpu(pipe) - kids) / (2 * batches)))
-            rates[workers] = rate
-            del it, ds
+            # warm-up: worker start and caches (first round), requests in flight
+            got[workers].append(_timed_batches(pipe, workers, n, warmup=3))
+            rates[workers] = got[workers][-1][0]
         ratios.append(rates[2] / rates[1])
     out = {"ratio": statistics.median(ratios), "ratios": ratios}
     for w in (1, 2):

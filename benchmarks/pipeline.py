@@ -32,8 +32,8 @@ The machine may be shared: only the ratios of one run mean much.
 runs ``dataset_fn`` with 1 and 2 workers alternately ROUNDS times (order flipped each round, the
 workers warm from the first round on) and the ratio is taken per round, between windows seconds
 apart. On a shared machine the speed of a core drifts by 10-30% within minutes; a ratio of medians
-taken over separate processes minutes apart carries that drift (the same tree gave 1.56x-2.01x
-that way on one afternoon). The table shows median rates, CPU per image and the median ratio.
+taken over separate processes minutes apart carries that drift (one tree gave 1.56x-1.75x in six
+such runs on one afternoon). The table shows median rates, CPU per image and the median ratio.
 """
 from __future__ import annotations
 

@@ -528,17 +528,20 @@ class WorkerPool:
         self._broken = f"worker process {worker.process.pid} {ended} ({why})"
         return BrokenProcessPool(self._broken)
 
-    def shutdown(self, wait: bool = False) -> None:
-        """Stops every worker (idempotent). Callers waiting on a worker get :class:`PoolShutDown`."""
+    def shutdown(self) -> None:
+        """Stops every worker without waiting (idempotent; :meth:`join` waits). Callers waiting
+        on a worker get :class:`PoolShutDown`."""
         if self._shutdown:
             return
         self._shutdown = True
         for worker in self._workers:
             if worker.process.is_alive():
                 worker.process.terminate()  # they hold nothing to save; a slot being written is dropped
-        if wait:
-            for worker in self._workers:
-                worker.process.join(timeout=5.0)
+
+    def join(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds for each worker to end."""
+        for worker in self._workers:
+            worker.process.join(timeout=timeout)
 
 
 def _last_words(conn) -> Optional[str]:
@@ -640,8 +643,7 @@ def shutdown_pools() -> None:
     for pool in pools:
         pool.shutdown()
     for pool in pools:
-        for worker in pool._workers:
-            worker.process.join(timeout=2.0)
+        pool.join(timeout=2.0)
 
 
 # Exit hooks run last-registered first: this one stops the workers before multiprocessing's own

@@ -191,8 +191,8 @@ def mold_raw_inputs(inputs, config):
         return out
     if not isinstance(inputs, (list, tuple)) or len(inputs) < 3:
         return inputs
-    first = [_mold_raw_image(inputs[0], config), inputs[1], _widen_labels(inputs[2])]
-    return type(inputs)(first + list(inputs[3:])) if isinstance(inputs, list) else tuple(first) + tuple(inputs[3:])
+    out = [_mold_raw_image(inputs[0], config), inputs[1], _widen_labels(inputs[2])] + list(inputs[3:])
+    return out if isinstance(inputs, list) else tuple(out)
 
 
 def _mold_raw_image(image, config):
